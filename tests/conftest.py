@@ -1,0 +1,25 @@
+"""Shared pytest configuration.
+
+Float64 is enabled for the whole test session so that references can be computed to 1e-12;
+tests of float32 behaviour create float32 arrays explicitly (and dtype-preservation tests
+therefore also catch accidental promotion to float64).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+#: The genuine MNIST IDX files shared with the project (never downloaded at test time).
+MNIST_DIR = Path(os.environ.get("KAN_JAX_MNIST_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.fail(f"genuine MNIST IDX files expected in {MNIST_DIR} (set KAN_JAX_MNIST_DIR)")
+    return MNIST_DIR
