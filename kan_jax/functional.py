@@ -24,6 +24,7 @@ Blealtan, *efficient-kan* (PyTorch implementation of the same layer).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Mapping, Optional
 
@@ -58,6 +59,7 @@ def kaiming_uniform(a: float) -> Callable[..., jax.Array]:
     return init
 
 
+@functools.partial(jax.jit, static_argnames=("out_features", "spline_order", "scale_noise", "scale", "dtype"))
 def init_spline_weight(
     key: jax.Array,
     grid: jax.Array,
@@ -146,6 +148,7 @@ def _check_input(grid: jax.Array, x: jax.Array) -> None:
         )
 
 
+@functools.partial(jax.jit, static_argnames=("spline_order", "base_activation", "dtype"))
 def layer_apply(
     params: Params,
     grid: jax.Array,
@@ -188,6 +191,7 @@ def layer_apply(
     return (base + spline).reshape(*x.shape[:-1], out_features)
 
 
+@functools.partial(jax.jit, static_argnames=("spline_order", "grid_size"))
 def layer_update_grid(
     params: Params,
     grid: jax.Array,

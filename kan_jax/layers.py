@@ -188,11 +188,11 @@ class KANLinear(nn.Module):
                 lambda key: F.init_spline_weight(
                     key,
                     grid,
-                    self.features,
-                    self.spline_order,
-                    self.scale_noise,
-                    1.0 if self.enable_standalone_scale_spline else self.scale_spline,
-                    self.param_dtype,
+                    out_features=self.features,
+                    spline_order=self.spline_order,
+                    scale_noise=self.scale_noise,
+                    scale=1.0 if self.enable_standalone_scale_spline else self.scale_spline,
+                    dtype=self.param_dtype,
                 ),
             ),
         }

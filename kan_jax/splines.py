@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -89,6 +91,7 @@ def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
     return jnp.where(zero, 0.0, num / jnp.where(zero, 1.0, den))
 
 
+@functools.partial(jax.jit, static_argnames=("spline_order",))
 def b_spline_bases(x: jax.Array, grid: jax.Array, spline_order: int) -> jax.Array:
     r"""B-spline basis values by the Cox-de Boor recursion.
 
@@ -133,6 +136,7 @@ def b_spline_bases(x: jax.Array, grid: jax.Array, spline_order: int) -> jax.Arra
     return bases
 
 
+@functools.partial(jax.jit, static_argnames=("spline_order", "rcond"))
 def fit_spline_coefficients(
     x: jax.Array,
     y: jax.Array,
@@ -175,6 +179,7 @@ def fit_spline_coefficients(
     return jnp.transpose(solve(a, b), (2, 0, 1))
 
 
+@functools.partial(jax.jit, static_argnames=("grid_size", "spline_order"))
 def adaptive_grid(
     x: jax.Array,
     grid_size: int,
