@@ -1,0 +1,462 @@
+"""Flax NNX fronts for KAN layers: :class:`KANLinear`, :class:`KAN` and the :class:`Grid` variable.
+
+Thin stateful modules over :mod:`kan_jax.functional` (same maths, initialisation and config
+fields as the Linen fronts in :mod:`kan_jax.layers`). A layer holds::
+
+    base_weight    nnx.Param  (out, in)
+    spline_weight  nnx.Param  (out, in, G + k)
+    spline_scaler  nnx.Param  (out, in)          # only with enable_standalone_scale_spline
+    grid           Grid       (in, G + 2k + 1)   # state, not a parameter
+
+:class:`Grid` is an ``nnx.Variable`` subclass that is *not* an ``nnx.Param``, so
+``nnx.state(model, nnx.Param)``, ``nnx.grad`` (which differentiates ``nnx.Param`` by default)
+and ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` never touch it. Being a Variable, the grid is
+part of the module's state: ``nnx.jit`` passes it into the compiled program as a traced input,
+so after :meth:`KANLinear.update_grid` (same grid size) an already compiled step uses the new
+grid without retracing. (jaxKAN keeps its grid as static graph data, so a compiled step
+keeps using the old grid after a same-size update.)
+
+``update_grid`` keeps the parameter shapes, so an existing ``nnx.Optimizer`` stays valid.
+``refine`` changes the shape of ``spline_weight``: rebuild the optimizer afterwards, e.g.
+``optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from kan_jax import functional as F
+from kan_jax import splines
+
+__all__ = ["Grid", "KANLinear", "KAN"]
+
+Array = jax.Array
+Dtype = Any
+
+
+class Grid(nnx.Variable):
+    """Knot grid of a KAN layer, shape ``(in, G + 2k + 1)``.
+
+    A plain (non-``Param``) ``nnx.Variable``: part of the module state (so it is traced by
+    ``nnx.jit`` and saved with the model) but excluded from ``nnx.Param`` filters, hence never
+    differentiated or updated by an optimizer built with ``wrt=nnx.Param``. Select it with
+    ``nnx.state(model, Grid)``.
+    """
+
+
+# Initialisation and grid update compiled once per configuration and shape: eager NNX use would
+# otherwise dispatch the least-squares fits primitive by primitive, compiling each one for
+# every new shape (several seconds per new layer shape). Under nnx.jit they are inlined. The
+# forward pass is left unjitted: its user-supplied base_activation would have to be a static
+# argument, and a callable closing over arrays would then go stale in the cache.
+_init_layer = jax.jit(
+    F.init_layer,
+    static_argnums=(1, 2),
+    static_argnames=(
+        "grid_size",
+        "spline_order",
+        "scale_noise",
+        "scale_base",
+        "scale_spline",
+        "enable_standalone_scale_spline",
+        "grid_range",
+        "dtype",
+    ),
+)
+_layer_update_grid = jax.jit(F.layer_update_grid, static_argnames=("spline_order", "grid_size"))
+
+
+def _validate_config(
+    grid_size: int,
+    spline_order: int,
+    grid_range: tuple[float, float],
+    scale_noise: float,
+    scale_base: float,
+    scale_spline: float,
+    grid_eps: float,
+) -> None:
+    splines._check_grid_args(grid_size, spline_order, grid_range)
+    for name, value in (("scale_noise", scale_noise), ("scale_base", scale_base), ("scale_spline", scale_spline)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+    if not 0.0 <= grid_eps <= 1.0:
+        raise ValueError(f"grid_eps must be in [0, 1], got {grid_eps!r}")
+
+
+def _check_width(name: str, value: Any) -> int:
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+class KANLinear(nnx.Module):
+    """A Kolmogorov-Arnold layer (efficient-kan formulation) as a Flax NNX module.
+
+    ``y = base_activation(x) @ base_weight.T + B(x) @ (spline_weight * spline_scaler).T``,
+    with ``B(x)`` the order-``k`` B-spline bases of every input on its knot grid (see
+    :mod:`kan_jax.functional`). Initialisation follows efficient-kan: ``base_weight`` and
+    ``spline_scaler`` Kaiming-uniform with ``a = sqrt(5) * scale``, ``spline_weight`` a
+    least-squares fit of uniform noise of size ``scale_noise / G``.
+
+    Parameters
+    ----------
+    in_features, out_features:
+        Layer widths.
+    grid_size:
+        Intervals ``G`` of the initial uniform grid over ``grid_range`` (``>= 1``).
+    spline_order:
+        Order ``k`` of the splines (``>= 0``).
+    scale_noise, scale_base, scale_spline:
+        Initialisation scales (``>= 0``).
+    enable_standalone_scale_spline:
+        Whether to learn a per-edge ``spline_scaler`` (efficient-kan's default).
+    base_activation:
+        Activation of the residual branch.
+    grid_eps:
+        Uniform share of the grid in :meth:`update_grid`, in ``[0, 1]`` (``0``: quantiles).
+    grid_range:
+        ``(lo, hi)`` of the initial grid, ``hi > lo``.
+    dtype:
+        Computation dtype (default: promotion of input and parameter dtypes).
+    param_dtype:
+        Dtype of the parameters and the grid.
+    rngs:
+        Random streams; one ``rngs.params()`` key initialises the layer.
+
+    Attributes
+    ----------
+    base_weight : nnx.Param
+        ``(out, in)``.
+    spline_weight : nnx.Param
+        ``(out, in, G + k)``.
+    spline_scaler : nnx.Param or None
+        ``(out, in)``, ``None`` without ``enable_standalone_scale_spline``.
+    grid : Grid
+        ``(in, G + 2k + 1)``, not a parameter.
+
+    Raises
+    ------
+    ValueError
+        On a width ``< 1``, ``grid_size < 1``, ``spline_order < 0``, ``hi <= lo``, a negative
+        scale or ``grid_eps`` outside ``[0, 1]``; when called on an input whose last
+        dimension is not ``in_features`` (the message names both sizes).
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from flax import nnx
+    >>> from kan_jax.nnx import KANLinear
+    >>> class Net(nnx.Module):
+    ...     def __init__(self, rngs):
+    ...         self.stem = nnx.Linear(5, 16, rngs=rngs)      # any NNX stem
+    ...         self.head = KANLinear(16, 3, rngs=rngs)       # KAN head
+    ...     def __call__(self, x):
+    ...         return self.head(jnp.tanh(self.stem(x)))
+    >>> model = Net(nnx.Rngs(0))
+    >>> x = jnp.ones((8, 5), jnp.float32)
+    >>> model(x).shape
+    (8, 3)
+    >>> optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)  # grid excluded
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        grid_size: int = 5,
+        spline_order: int = 3,
+        scale_noise: float = 0.1,
+        scale_base: float = 1.0,
+        scale_spline: float = 1.0,
+        enable_standalone_scale_spline: bool = True,
+        base_activation: Callable[[Array], Array] = jax.nn.silu,
+        grid_eps: float = 0.02,
+        grid_range: tuple[float, float] = (-1.0, 1.0),
+        dtype: Optional[Dtype] = None,
+        param_dtype: Dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        in_features = _check_width("in_features", in_features)
+        out_features = _check_width("out_features", out_features)
+        _validate_config(grid_size, spline_order, grid_range, scale_noise, scale_base, scale_spline, grid_eps)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.grid_size = int(grid_size)
+        self.spline_order = int(spline_order)
+        self.scale_noise = scale_noise
+        self.scale_base = scale_base
+        self.scale_spline = scale_spline
+        self.enable_standalone_scale_spline = bool(enable_standalone_scale_spline)
+        self.base_activation = base_activation
+        self.grid_eps = grid_eps
+        self.grid_range = (float(grid_range[0]), float(grid_range[1]))
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+
+        params, grid = _init_layer(
+            rngs.params(),
+            in_features,
+            out_features,
+            grid_size=self.grid_size,
+            spline_order=self.spline_order,
+            scale_noise=scale_noise,
+            scale_base=scale_base,
+            scale_spline=scale_spline,
+            enable_standalone_scale_spline=self.enable_standalone_scale_spline,
+            grid_range=self.grid_range,
+            dtype=param_dtype,
+        )
+        self.base_weight = nnx.Param(params["base_weight"])
+        self.spline_weight = nnx.Param(params["spline_weight"])
+        self.spline_scaler: nnx.Param | None
+        if self.enable_standalone_scale_spline:
+            self.spline_scaler = nnx.Param(params["spline_scaler"])
+        else:
+            self.spline_scaler = nnx.data(None)
+        self.grid = Grid(grid)
+
+    def _params(self) -> dict[str, Array]:
+        params = {"base_weight": self.base_weight[...], "spline_weight": self.spline_weight[...]}
+        if self.spline_scaler is not None:
+            params["spline_scaler"] = self.spline_scaler[...]
+        return params
+
+    def __call__(self, x: Array) -> Array:
+        """Apply the layer.
+
+        Parameters
+        ----------
+        x:
+            Inputs, shape ``(..., in_features)``.
+
+        Returns
+        -------
+        jax.Array
+            Shape ``(..., out_features)``.
+        """
+        return F.layer_apply(
+            self._params(),
+            self.grid[...],
+            x,
+            spline_order=self.spline_order,
+            base_activation=self.base_activation,
+            dtype=self.dtype,
+        )
+
+    def _regrid(self, x: Array, grid_size: Optional[int], margin: float) -> None:
+        # Fit in at least float32 (LAPACK has no half-precision least squares), store as before.
+        params = self._params()
+        fit_dtype = jnp.promote_types(params["spline_weight"].dtype, jnp.float32)
+        params, grid = _layer_update_grid(
+            {name: value.astype(fit_dtype) for name, value in params.items()},
+            self.grid[...].astype(fit_dtype),
+            x,
+            spline_order=self.spline_order,
+            grid_size=grid_size,
+            grid_eps=self.grid_eps,
+            margin=margin,
+        )
+        # set_value without an index replaces the value outright (a new shape is allowed).
+        self.spline_weight.set_value(params["spline_weight"].astype(self.spline_weight.dtype))
+        self.grid.set_value(grid.astype(self.grid.dtype))
+        new_size = int(grid.shape[-1]) - 2 * self.spline_order - 1
+        if new_size != self.grid_size:
+            self.grid_size = new_size
+
+    def update_grid(self, x: Array, margin: float = 0.01) -> None:
+        """Adapt the grid to the samples ``x`` in place, keeping the layer's function.
+
+        The new grid mixes the per-input sample quantiles with a uniform grid over
+        ``[min - margin, max + margin]`` (weight ``grid_eps`` on the uniform part), same size
+        ``G``; ``spline_weight`` is refitted by least squares so that the outputs on ``x`` are
+        kept (see :func:`kan_jax.functional.layer_update_grid`; unlike efficient-kan the
+        scaler is not applied twice). Shapes do not change, so an ``nnx.Optimizer`` built
+        before stays valid, and steps compiled with ``nnx.jit`` use the new grid (it is a
+        traced :class:`Grid` variable) without recompiling. Can itself run under ``nnx.jit``.
+
+        Parameters
+        ----------
+        x:
+            Samples, shape ``(..., in_features)``; several hundred or more give a good grid.
+        margin:
+            Padding of the new grid beyond the sample range.
+        """
+        self._regrid(x, None, margin)
+
+    def refine(self, x: Array, grid_size: int, margin: float = 0.01) -> None:
+        """Grid extension (pykan's ``refine``): switch to ``grid_size`` intervals in place.
+
+        As :meth:`update_grid` but with a new grid size; ``spline_weight`` becomes
+        ``(out, in, grid_size + k)`` and the function is kept on ``x`` up to the
+        least-squares residual (exactly for a uniform grid refined by an integer factor with
+        ``grid_eps=1``). Because a parameter changes shape, **rebuild the optimizer**
+        afterwards, e.g. ``optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)`` (its state
+        restarts), and expect compiled steps to retrace once. Run it eagerly (not under
+        ``nnx.jit``).
+
+        Parameters
+        ----------
+        x:
+            Samples, shape ``(..., in_features)``.
+        grid_size:
+            New number of intervals ``>= 1``.
+        margin:
+            Padding of the new grid beyond the sample range.
+        """
+        splines._check_grid_args(grid_size, 0, (0.0, 1.0))
+        self._regrid(x, int(grid_size), margin)
+
+    def regularization_loss(self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0) -> Array:
+        """efficient-kan's L1 + entropy regulariser of the spline weights (a scalar).
+
+        See :func:`kan_jax.functional.layer_regularization_loss`.
+        """
+        return F.layer_regularization_loss(self._params(), regularize_activation, regularize_entropy)
+
+
+class KAN(nnx.Module):
+    """A stack of :class:`KANLinear` layers, efficient-kan's ``KAN(layers_hidden)``, in NNX.
+
+    The layers are ``model.layers[0]``, ``model.layers[1]``, ... (an ``nnx.List``; state paths
+    ``layers/0/base_weight`` etc. parallel efficient-kan's ``layers.0.base_weight``).
+
+    Parameters
+    ----------
+    layers_hidden:
+        Widths ``[in, hidden..., out]``, at least two, each ``>= 1``.
+    grid_size, spline_order, scale_noise, scale_base, scale_spline,
+    enable_standalone_scale_spline, base_activation, grid_eps, grid_range, dtype, param_dtype:
+        Passed to every :class:`KANLinear`.
+    rngs:
+        Random streams.
+
+    Raises
+    ------
+    ValueError
+        On invalid widths or layer configuration (see :class:`KANLinear`), and when called on
+        an input whose last dimension is not ``layers_hidden[0]``.
+
+    Examples
+    --------
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from flax import nnx
+    >>> from kan_jax.nnx import KAN
+    >>> model = KAN([2, 5, 1], rngs=nnx.Rngs(0))
+    >>> x = jax.random.uniform(jax.random.key(1), (256, 2), jnp.float32, -1, 1)
+    >>> optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+    >>> @nnx.jit
+    ... def step(model, optimizer, x, y):
+    ...     loss, grads = nnx.value_and_grad(lambda m: jnp.mean((m(x) - y) ** 2))(model)
+    ...     optimizer.update(model, grads)
+    ...     return loss
+    >>> loss = step(model, optimizer, x, jnp.sin(x[:, :1]))
+    >>> model.update_grid(x)          # in place; same shapes: optimizer and `step` stay valid
+    >>> model.refine(x, grid_size=10) # spline_weight resized: rebuild the optimizer
+    >>> optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)
+    >>> model(x).shape
+    (256, 1)
+    """
+
+    def __init__(
+        self,
+        layers_hidden: Sequence[int],
+        *,
+        grid_size: int = 5,
+        spline_order: int = 3,
+        scale_noise: float = 0.1,
+        scale_base: float = 1.0,
+        scale_spline: float = 1.0,
+        enable_standalone_scale_spline: bool = True,
+        base_activation: Callable[[Array], Array] = jax.nn.silu,
+        grid_eps: float = 0.02,
+        grid_range: tuple[float, float] = (-1.0, 1.0),
+        dtype: Optional[Dtype] = None,
+        param_dtype: Dtype = jnp.float32,
+        rngs: nnx.Rngs,
+    ) -> None:
+        widths = tuple(layers_hidden)
+        if len(widths) < 2 or any(isinstance(w, bool) or int(w) != w or w < 1 for w in widths):
+            raise ValueError(f"layers_hidden must list at least two widths >= 1, got {widths!r}")
+        _validate_config(grid_size, spline_order, grid_range, scale_noise, scale_base, scale_spline, grid_eps)
+        self.layers_hidden = tuple(int(w) for w in widths)
+        self.layers = nnx.List(
+            [
+                KANLinear(
+                    n_in,
+                    n_out,
+                    grid_size=grid_size,
+                    spline_order=spline_order,
+                    scale_noise=scale_noise,
+                    scale_base=scale_base,
+                    scale_spline=scale_spline,
+                    enable_standalone_scale_spline=enable_standalone_scale_spline,
+                    base_activation=base_activation,
+                    grid_eps=grid_eps,
+                    grid_range=grid_range,
+                    dtype=dtype,
+                    param_dtype=param_dtype,
+                    rngs=rngs,
+                )
+                for n_in, n_out in zip(self.layers_hidden[:-1], self.layers_hidden[1:])
+            ]
+        )
+
+    def _check_input(self, x: Array) -> None:
+        if x.ndim < 1 or x.shape[-1] != self.layers_hidden[0]:
+            raise ValueError(
+                f"KAN expects inputs with last dimension {self.layers_hidden[0]} (layers_hidden[0]), "
+                f"got an input of shape {tuple(x.shape)}"
+            )
+
+    def __call__(self, x: Array) -> Array:
+        """Apply the network to ``x`` of shape ``(..., layers_hidden[0])``; returns ``(..., layers_hidden[-1])``."""
+        self._check_input(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def update_grid(self, x: Array, margin: float = 0.01) -> None:
+        """Adapt every layer's grid in place, sequentially (efficient-kan's ``update_grid=True``).
+
+        Layer ``i`` adapts to the activations that reach it, i.e. the outputs of the already
+        updated layers ``< i`` on ``x``; each layer's function on those samples is kept (see
+        :meth:`KANLinear.update_grid`). Shapes do not change: optimizer and compiled steps
+        stay valid and use the new grids.
+
+        Parameters
+        ----------
+        x:
+            Samples, shape ``(..., layers_hidden[0])``.
+        margin:
+            Padding of the new grids beyond the sample ranges.
+        """
+        self._check_input(x)
+        for layer in self.layers:
+            layer.update_grid(x, margin=margin)
+            x = layer(x)
+
+    def refine(self, x: Array, grid_size: int, margin: float = 0.01) -> None:
+        """Grid extension of every layer to ``grid_size`` intervals, in place, sequentially.
+
+        Every ``spline_weight`` changes shape: rebuild the optimizer afterwards, e.g.
+        ``optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)``. See :meth:`KANLinear.refine`.
+        """
+        self._check_input(x)
+        splines._check_grid_args(grid_size, 0, (0.0, 1.0))
+        for layer in self.layers:
+            layer.refine(x, grid_size, margin=margin)
+            x = layer(x)
+
+    @property
+    def grid_size(self) -> int:
+        """Current grid size ``G`` (of the first layer; all layers share it unless edited by hand)."""
+        return self.layers[0].grid_size
+
+    def regularization_loss(self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0) -> Array:
+        """Sum of :meth:`KANLinear.regularization_loss` over the layers."""
+        losses = [layer.regularization_loss(regularize_activation, regularize_entropy) for layer in self.layers]
+        return sum(losses[1:], losses[0])
