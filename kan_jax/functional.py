@@ -238,14 +238,16 @@ def layer_update_grid(
     w = params["spline_weight"]
     if grid_size is None:
         grid_size = w.shape[-1] - spline_order
-    x2 = x.reshape(-1, x.shape[-1]).astype(w.dtype)
-    bases = splines.b_spline_bases(x2, grid, spline_order)  # (B, in, n)
-    y = jnp.einsum("bij,oij->bio", bases, scaled_spline_weight(params))
-    new_grid = splines.adaptive_grid(x2, grid_size, spline_order, grid_eps, margin).astype(grid.dtype)
+    fit_dtype = jnp.promote_types(w.dtype, jnp.float32)  # LAPACK has no half-precision lstsq
+    x2 = x.reshape(-1, x.shape[-1]).astype(fit_dtype)
+    bases = splines.b_spline_bases(x2, grid.astype(fit_dtype), spline_order)  # (B, in, n)
+    y = jnp.einsum("bij,oij->bio", bases, scaled_spline_weight(params).astype(fit_dtype))
+    new_grid = splines.adaptive_grid(x2, grid_size, spline_order, grid_eps, margin)
     fitted = splines.fit_spline_coefficients(x2, y, new_grid, spline_order)
+    new_grid = new_grid.astype(grid.dtype)
     scaler = params.get("spline_scaler")
     if scaler is not None:
-        s = scaler[..., None]
+        s = scaler[..., None].astype(fit_dtype)
         fitted = jnp.where(s == 0, 0.0, fitted / jnp.where(s == 0, 1.0, s))
     new_params = dict(params)
     new_params["spline_weight"] = fitted.astype(w.dtype)

@@ -84,11 +84,11 @@ def spline_order_of(grid: jax.Array, n_bases: int) -> int:
     return grid.shape[-1] - n_bases - 1
 
 
-def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
+def _safe_inv(den: jax.Array) -> jax.Array:
     # Repeated knots give zero-width supports; the matching lower-order basis is zero there,
-    # so the usual convention 0/0 := 0 applies. Divide by 1 instead to keep gradients finite.
+    # so the usual convention 0/0 := 0 applies: use 1/0 := 0 (finite values and gradients).
     zero = den == 0
-    return jnp.where(zero, 0.0, num / jnp.where(zero, 1.0, den))
+    return jnp.where(zero, 0.0, 1.0 / jnp.where(zero, 1.0, den))
 
 
 @functools.partial(jax.jit, static_argnames=("spline_order",))
@@ -127,13 +127,19 @@ def b_spline_bases(x: jax.Array, grid: jax.Array, spline_order: int) -> jax.Arra
     g = jnp.asarray(grid, dtype=x.dtype)
     # Clamp far-away (even infinite) inputs to just outside the extended grid, where all bases
     # are 0, so that 0 * inf never produces NaN; the gradient there is 0 either way.
-    xe = jnp.clip(x[..., None], g[..., :1] - 1, g[..., -1:] + 1)
-    bases = ((xe >= g[..., :-1]) & (xe < g[..., 1:])).astype(x.dtype)
+    x = jnp.clip(x, g[..., 0] - 1, g[..., -1] + 1)
+    # Each basis is its own (..., in) array and the knots are (in,) rows: every operation is an
+    # elementwise op vectorised along the inputs, which XLA fuses into one loop. (Slicing a
+    # (..., in, M) array along its short last axis instead is ~15x slower on CPU.)
+    t = [g[..., j] for j in range(g.shape[-1])]
+    bases = [((x >= t[j]) & (x < t[j + 1])).astype(x.dtype) for j in range(len(t) - 1)]
     for p in range(1, spline_order + 1):
-        left = _safe_div(xe - g[..., : -(p + 1)], g[..., p:-1] - g[..., : -(p + 1)])
-        right = _safe_div(g[..., p + 1 :] - xe, g[..., p + 1 :] - g[..., 1:-p])
-        bases = left * bases[..., :-1] + right * bases[..., 1:]
-    return bases
+        bases = [
+            (x - t[j]) * _safe_inv(t[j + p] - t[j]) * bases[j]
+            + (t[j + p + 1] - x) * _safe_inv(t[j + p + 1] - t[j + 1]) * bases[j + 1]
+            for j in range(len(bases) - 1)
+        ]
+    return jnp.stack(bases, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnames=("spline_order", "rcond"))

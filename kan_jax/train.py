@@ -1,0 +1,278 @@
+"""Compiled training and evaluation: one ``lax.scan`` per epoch, seeds batched with ``vmap``.
+
+The data live on the device for the whole run. An epoch draws a permutation of the training
+set, cuts it into ``ceil(N / batch_size)`` batches (the last one partial, as PyTorch's
+``DataLoader(drop_last=False)``: it is padded to full size and masked, so its gradient is the
+mean over its real samples only) and runs every step inside one compiled ``lax.scan``; the
+host sees only per-epoch metrics. :func:`make_epoch_fn` vmaps the whole epoch over a leading
+seed axis, so one compiled program trains several seeds of an algorithm at once.
+
+The grid of the KAN layers is part of :class:`TrainState` but not of the optimised params.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, NamedTuple, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from kan_jax.optim import dgclip
+
+__all__ = [
+    "ALGORITHMS",
+    "TrainState",
+    "make_optimizer",
+    "init_train_state",
+    "train_epoch",
+    "evaluate",
+    "make_epoch_fn",
+    "num_batches",
+]
+
+#: The published protocol's optimisers (Tucat et al., TMLR 2025, MNIST KAN study), as optax.
+#: ``decay``: ExponentialLR(0.8) stepped once per epoch (adamw, adam, gd only).
+ALGORITHMS: dict[str, dict[str, Any]] = {
+    "adamw": dict(lr=1e-3, weight_decay=1e-4, decay=0.8),
+    "adam": dict(lr=1e-3, weight_decay=1e-4, decay=0.8),
+    "dgclip": dict(lr=1.0, weight_decay=1e-4, gamma=0.5, delta=0.5, decay=None),
+    "gclip": dict(lr=1.0, weight_decay=1e-4, gamma=0.5, delta=0.0, decay=None),
+    "gd": dict(lr=0.1, weight_decay=1e-4, decay=0.8),
+}
+
+
+def make_optimizer(
+    algo: str, steps_per_epoch: int, **overrides: Any
+) -> tuple[optax.GradientTransformation, Callable[[Any], jax.Array]]:
+    """The optax optimiser of one algorithm of the study and its learning-rate schedule.
+
+    ========  ===================================  =================================================
+    algo      PyTorch (published)                  optax
+    ========  ===================================  =================================================
+    adamw     AdamW(1e-3, wd=1e-4)                 ``adamw(sched, weight_decay=wd)`` (decoupled)
+    adam      Adam(1e-3, wd=1e-4)                  ``chain(add_decayed_weights(wd), adam(sched))``
+    dgclip    δ-GClip(1, γ=0.5, δ=0.5, wd=1e-4)    :func:`kan_jax.optim.dgclip`
+    gclip     δ-GClip(1, γ=0.5, δ=0, wd=1e-4)      :func:`kan_jax.optim.dgclip` with ``delta=0``
+    gd        SGD(0.1, wd=1e-4)                    ``chain(add_decayed_weights(wd), sgd(sched))``
+    ========  ===================================  =================================================
+
+    ``sched`` is ExponentialLR(``decay``) stepped once per epoch:
+    ``exponential_decay(lr, steps_per_epoch, decay, staircase=True)``; ``decay=None`` keeps
+    the rate constant (the clipping methods).
+
+    Parameters
+    ----------
+    algo:
+        One of :data:`ALGORITHMS`.
+    steps_per_epoch:
+        Optimiser steps per epoch (for the per-epoch schedule).
+    **overrides:
+        Replace any of ``lr``, ``weight_decay``, ``gamma``, ``delta``, ``decay`` (``None``
+        keeps the default; ``decay=1`` turns the schedule off).
+
+    Returns
+    -------
+    (tx, schedule)
+        The transformation and ``schedule(step) -> learning rate``.
+    """
+    if algo not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algo!r}; expected one of {sorted(ALGORITHMS)}")
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    hp = dict(ALGORITHMS[algo])
+    unknown = set(overrides) - set(hp) - {"gamma", "delta"}
+    if unknown:
+        raise ValueError(f"unknown hyperparameters {sorted(unknown)} for {algo!r}; expected {sorted(hp)}")
+    hp.update({k: v for k, v in overrides.items() if v is not None})  # None: keep the default
+    if not hp["lr"] > 0:
+        raise ValueError(f"learning rate must be > 0, got {hp['lr']}")
+    if hp["weight_decay"] < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {hp['weight_decay']}")
+    decay = hp.get("decay")
+    if decay is None:
+        schedule = optax.constant_schedule(hp["lr"])
+    else:
+        if not 0 < decay <= 1:
+            raise ValueError(f"decay must be in (0, 1], got {decay}")
+        schedule = optax.exponential_decay(hp["lr"], steps_per_epoch, decay, staircase=True)
+    wd = hp["weight_decay"]
+    if algo == "adamw":
+        tx = optax.adamw(schedule, weight_decay=wd)
+    elif algo == "adam":
+        tx = optax.chain(optax.add_decayed_weights(wd), optax.adam(schedule))
+    elif algo == "gd":
+        tx = optax.chain(optax.add_decayed_weights(wd), optax.sgd(schedule))
+    else:
+        tx = dgclip(schedule, gamma=hp["gamma"], delta=hp["delta"], weight_decay=wd)
+    return tx, schedule
+
+
+class TrainState(NamedTuple):
+    """Everything a training run carries from step to step (a pytree).
+
+    Attributes
+    ----------
+    params:
+        The model's ``"params"`` collection (what the optimiser updates).
+    grid:
+        The model's ``"grid"`` collection (KAN knot grids; state, never optimised).
+    opt_state:
+        The optax state.
+    """
+
+    params: Any
+    grid: Any
+    opt_state: Any
+
+
+def init_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, sample_x: jax.Array) -> TrainState:
+    """Initialise the model on ``sample_x`` and the optimiser on its params."""
+    variables = model.init(key, sample_x)
+    params = variables["params"]
+    return TrainState(params, variables.get("grid", {}), tx.init(params))
+
+
+def num_batches(n: int, batch_size: int) -> int:
+    """Batches per epoch with the last partial batch kept: ``ceil(n / batch_size)``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return math.ceil(n / batch_size)
+
+
+def _batched_indices(order: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """Cut an index order into ``(steps, batch_size)`` with a validity mask (last batch padded)."""
+    n = order.shape[0]
+    steps = num_batches(n, batch_size)
+    pad = steps * batch_size - n
+    idx = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)]).reshape(steps, batch_size)
+    mask = (jnp.arange(steps * batch_size) < n).reshape(steps, batch_size)
+    return idx, mask
+
+
+def _masked_metrics(logits: jax.Array, y: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(mean loss, mean accuracy, count) of one batch over its valid samples."""
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), y)
+    correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
+    m = mask.astype(jnp.float32)
+    count = m.sum()
+    return (ce * m).sum() / count, (correct * m).sum() / count, count
+
+
+def _clip_stats(opt_state: Any) -> tuple[jax.Array, jax.Array]:
+    """(factor, grad_norm) recorded by a δ-GClip state; NaN for other optimisers."""
+    factor = optax.tree.get(opt_state, "factor", default=None)
+    norm = optax.tree.get(opt_state, "grad_norm", default=None)
+    nan = jnp.float32(jnp.nan)
+    return (nan if factor is None else factor), (nan if norm is None else norm)
+
+
+def train_epoch(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    state: TrainState,
+    key: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
+    batch_size: int,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One epoch of minibatch training with cross-entropy, as a single ``lax.scan``.
+
+    Parameters
+    ----------
+    model, tx:
+        The Linen classifier (logits) and the optimiser.
+    state:
+        The current :class:`TrainState`.
+    key:
+        PRNG key of this epoch's shuffle.
+    x, y:
+        Training inputs ``(N, ...)`` and integer labels ``(N,)``, already on the device.
+    batch_size:
+        Batch size (static); the last batch holds ``N mod batch_size`` samples if non-zero.
+
+    Returns
+    -------
+    (state, metrics)
+        ``metrics`` holds the means over batches of the batch loss and accuracy
+        (``train_loss``, ``train_acc``, PyTorch's running average), and for δ-GClip the
+        means of the clipping factor and gradient norm (``clip_factor``, ``grad_norm``; NaN
+        for other optimisers).
+    """
+    idx, mask = _batched_indices(jax.random.permutation(key, x.shape[0]), batch_size)
+
+    def loss_fn(params, xb, yb, mb):
+        logits = model.apply({"params": params, "grid": state.grid}, xb)
+        loss, acc, _ = _masked_metrics(logits, yb, mb)
+        return loss, acc
+
+    def step(carry, batch):
+        params, opt_state = carry
+        bi, mb = batch
+        (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x[bi], y[bi], mb)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        factor, norm = _clip_stats(opt_state)
+        return (params, opt_state), jnp.stack([loss, acc, factor, norm])
+
+    (params, opt_state), per_step = jax.lax.scan(step, (state.params, state.opt_state), (idx, mask))
+    means = per_step.mean(0)
+    metrics = dict(train_loss=means[0], train_acc=means[1], clip_factor=means[2], grad_norm=means[3])
+    return TrainState(params, state.grid, opt_state), metrics
+
+
+def evaluate(
+    model: nn.Module, params: Any, grid: Any, x: jax.Array, y: jax.Array, batch_size: int
+) -> dict[str, jax.Array]:
+    """Loss and accuracy on a dataset in batches, as one ``lax.scan``.
+
+    Returns both the mean of per-batch means (``val_loss_batchmean``, ``val_acc_batchmean``:
+    what a PyTorch loop averaging ``loss.item()`` over a ``DataLoader`` reports, the last
+    partial batch weighing as much as a full one) and the exact per-sample means
+    (``val_loss``, ``val_acc``).
+    """
+    idx, mask = _batched_indices(jnp.arange(x.shape[0]), batch_size)
+
+    def step(_, batch):
+        bi, mb = batch
+        logits = model.apply({"params": params, "grid": grid}, x[bi])
+        loss, acc, count = _masked_metrics(logits, y[bi], mb)
+        return None, jnp.stack([loss, acc, count])
+
+    _, per_batch = jax.lax.scan(step, None, (idx, mask))
+    loss, acc, count = per_batch[:, 0], per_batch[:, 1], per_batch[:, 2]
+    total = count.sum()
+    return dict(
+        val_loss_batchmean=loss.mean(),
+        val_acc_batchmean=acc.mean(),
+        val_loss=(loss * count).sum() / total,
+        val_acc=(acc * count).sum() / total,
+    )
+
+
+def make_epoch_fn(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    batch_size: int,
+    eval_batch_size: Optional[int] = None,
+    vmap_seeds: bool = True,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """A compiled ``epoch(state, key, x_train, y_train, x_val, y_val) -> (state, metrics)``.
+
+    One call trains one epoch (:func:`train_epoch`) then evaluates (:func:`evaluate`). With
+    ``vmap_seeds`` every leaf of ``state`` and ``key`` has a leading seed axis and the data
+    are shared: all seeds run in one program. The state argument is donated (its buffers are
+    reused for the result).
+    """
+    eval_batch_size = eval_batch_size or batch_size
+
+    def epoch(state, key, x_train, y_train, x_val, y_val):
+        state, metrics = train_epoch(model, tx, state, key, x_train, y_train, batch_size)
+        metrics.update(evaluate(model, state.params, state.grid, x_val, y_val, eval_batch_size))
+        return state, metrics
+
+    if vmap_seeds:
+        epoch = jax.vmap(epoch, in_axes=(0, 0, None, None, None, None))
+    return jax.jit(epoch, donate_argnums=(0,))
