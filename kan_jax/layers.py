@@ -277,6 +277,7 @@ class KAN(nn.Module):
         widths = tuple(self.layers_hidden)
         if len(widths) < 2 or any(int(w) != w or w < 1 for w in widths):
             raise ValueError(f"layers_hidden must list at least two widths >= 1, got {widths!r}")
+        object.__setattr__(self, "layers_hidden", widths)  # a tuple keeps the module hashable (jit-static)
         _validate_layer_config(self)
         super().__post_init__()
 
