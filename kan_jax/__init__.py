@@ -1,6 +1,7 @@
 """kan-jax: Kolmogorov-Arnold Networks in JAX/Flax, delta-GClip, Hessian and loss-landscape tools."""
 
-from kan_jax import data, functional, splines, train
+from kan_jax import checkpoint, data, functional, hessian, landscape, splines, train
+from kan_jax.checkpoint import CheckpointError, load_params, save_params
 from kan_jax.data import DataError, create_dataset, load_mnist, preprocess_mnist
 from kan_jax.layers import (
     KAN,
@@ -12,11 +13,42 @@ from kan_jax.layers import (
     to_efficient_kan,
     update_grid,
 )
+from kan_jax.hessian import (
+    augmented_min_eigenpair,
+    exact_spectrum,
+    hessian_matrix,
+    hessian_trace,
+    hvp,
+    lanczos,
+    min_eigenpair,
+    spectral_density,
+    top_eigenpairs,
+)
+from kan_jax.landscape import filter_normalize, interpolate, random_direction, slice_2d
 from kan_jax.optim import ScaleByDGClipState, dgclip, gclip, scale_by_dgclip
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
+    "augmented_min_eigenpair",
+    "checkpoint",
+    "exact_spectrum",
+    "filter_normalize",
+    "hessian",
+    "hessian_matrix",
+    "hessian_trace",
+    "hvp",
+    "interpolate",
+    "lanczos",
+    "landscape",
+    "load_params",
+    "min_eigenpair",
+    "random_direction",
+    "save_params",
+    "slice_2d",
+    "spectral_density",
+    "top_eigenpairs",
     "DataError",
     "KAN",
     "KANLinear",
