@@ -132,8 +132,8 @@ def train_algorithm(
 
     Each seed's PRNG key ``jax.random.key(seed)`` is split into an initialisation key and a
     shuffling key; epoch ``e`` shuffles with ``fold_in(shuffle_key, e)``. With ``vmap_seeds``
-    all seeds run in one compiled program; otherwise one after the other (same numbers up to
-    float rounding).
+    all seeds run in one compiled program; otherwise one after the other, unbatched (same
+    numbers up to float rounding).
     """
     x_train, y_train, x_test, y_test = data
     steps = num_batches(x_train.shape[0], config.batch_size)
@@ -142,19 +142,26 @@ def train_algorithm(
     keys = [jax.random.split(jax.random.key(s)) for s in seeds]
     init_keys = jnp.stack([k[0] for k in keys])
     shuffle_keys = jnp.stack([k[1] for k in keys])
-    groups = [list(range(len(seeds)))] if vmap_seeds else [[i] for i in range(len(seeds))]
-    epoch_fn = make_epoch_fn(model, tx, config.batch_size, config.eval_batch_size, vmap_seeds=True)
-    init = jax.jit(jax.vmap(lambda k: init_train_state(model, tx, k, x_train[:1])))
+    # One program for all seeds, or one seed at a time. A single seed runs unbatched: XLA's CPU
+    # backend handles a batch dimension of size 1 in its matrix products much less well.
+    batched = vmap_seeds and len(seeds) > 1
+    groups = [list(range(len(seeds)))] if batched else [[i] for i in range(len(seeds))]
+    epoch_fn = make_epoch_fn(model, tx, config.batch_size, config.eval_batch_size, vmap_seeds=batched)
+    init = lambda k: init_train_state(model, tx, k, x_train[:1])  # noqa: E731
+    fold = jax.random.fold_in
+    if batched:
+        init, fold = jax.vmap(init), jax.vmap(fold, in_axes=(0, None))
+    init = jax.jit(init)
     history: list[list[dict[str, float]]] = [[] for _ in seeds]
     bar = _progress_bar(total=config.epochs * len(groups), desc=f"{algo:>6}", enabled=progress)
     start = time.perf_counter()
     for group in groups:
-        state = init(init_keys[np.array(group)])
+        select = np.array(group) if batched else group[0]
+        state = init(init_keys[select])
         for epoch in range(config.epochs):
             t0 = time.perf_counter()
-            epoch_keys = jax.vmap(lambda k: jax.random.fold_in(k, epoch))(shuffle_keys[np.array(group)])
-            state, metrics = epoch_fn(state, epoch_keys, x_train, y_train, x_test, y_test)
-            metrics = jax.device_get(metrics)
+            state, metrics = epoch_fn(state, fold(shuffle_keys[select], epoch), x_train, y_train, x_test, y_test)
+            metrics = {name: np.reshape(values, -1) for name, values in jax.device_get(metrics).items()}
             seconds = time.perf_counter() - t0
             lr = float(schedule(epoch * steps))
             for j, i in enumerate(group):
