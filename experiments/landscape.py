@@ -89,7 +89,6 @@ DPI = 150
 TOP_K = 5
 
 
-
 def negative_threshold(values: Any, dtype: Any) -> float:
     """``sqrt(eps) * max|values|`` for ``dtype``: eigenvalues (or SLQ nodes) below minus this count
     as negative. Flat directions come out at rounding level, e.g. the null space of an MLP Hessian as
