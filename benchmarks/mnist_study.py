@@ -31,6 +31,7 @@ import numpy as np
 
 from experiments import mnist as study
 from kan_jax import KAN, load_mnist, preprocess_mnist
+from kan_jax.checkpoint import atomic_write
 from kan_jax.train import init_train_state, make_epoch_fn, make_optimizer, num_batches
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -86,7 +87,7 @@ def replace_section(name: str, body: str) -> None:
         text = head + block + rest.split(end, 1)[1]
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
-    study.atomic_write_text(RESULTS, text)
+    atomic_write(RESULTS, text)
 
 
 def main() -> None:
@@ -115,7 +116,7 @@ def main() -> None:
             print(row)
             rows.append(row)
     platform_name = jax.devices()[0].platform
-    body = [f"## MNIST study: one epoch ([784, 64, 10] KAN, G=5, k=3, batch 64, 938 steps + evaluation of 10,000)",
+    body = ["## MNIST study: one epoch ([784, 64, 10] KAN, G=5, k=3, batch 64, 938 steps + evaluation of 10,000)",
             "", f"Machine: {machine}. Measured by `python -m benchmarks.mnist_study` (best of 2 epochs after compilation).", ""]
     body += rows
     replace_section(f"mnist_epoch {platform_name}", "\n".join(body))
@@ -128,7 +129,7 @@ def main() -> None:
                  f"Machine: {machine}. `python -m experiments.mnist` defaults, wall time including data loading and "
                  f"compilation: **{total:.0f} s ({total / 60:.1f} min)**.", ""]
         body += (args.out_dir / "summary.md").read_text().splitlines()
-        study.atomic_write_text(args.out_dir / "bench.json", json.dumps({"machine": machine, "total_seconds": total, "rows": summary}, indent=1))
+        atomic_write(args.out_dir / "bench.json", json.dumps({"machine": machine, "total_seconds": total, "rows": summary}, indent=1))
         replace_section(f"mnist_study {platform_name}", "\n".join(body))
     print(f"written to {RESULTS}")
 

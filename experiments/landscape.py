@@ -63,7 +63,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -76,7 +75,7 @@ from flax import linen as nn
 
 from kan_jax import KAN, regularization_loss
 from kan_jax import hessian as hs
-from kan_jax.checkpoint import save_params
+from kan_jax.checkpoint import atomic_write, save_params
 from kan_jax.data import DataError, create_dataset, load_mnist, preprocess_mnist
 from kan_jax.landscape import interpolate
 
@@ -182,34 +181,9 @@ def _flag(name: str) -> str:
 # ------------------------------------------------------------------------------------------
 # Small utilities: atomic files, JSON numbers, timing
 # ------------------------------------------------------------------------------------------
-def _atomic_target(path: Path, write: Callable[[Path], Any]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path`` (same suffix), then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp creates 0600; give the file ordinary permissions
-        write(tmp_path)
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically."""
-    return _atomic_target(path, lambda tmp: tmp.write_text(text))
-
-
 def atomic_savefig(fig: Any, path: Path) -> Path:
     """Save a matplotlib figure to ``path`` atomically (format from the suffix)."""
-    return _atomic_target(path, lambda tmp: fig.savefig(tmp, dpi=DPI))
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI))
 
 
 def _num(x: Any) -> Optional[float]:
@@ -451,7 +425,7 @@ def run_kan_part(cfg: KANConfig, out_dir: Path, log: Callable[[str], None]) -> d
         })
     titles = [f"KAN [2, {cfg.hidden}, 1], α = {r['alpha']:+.3f}, train MSE {r['train_loss']:.3g} "
               f"(SLQ {cfg.slq_runs}×{min(cfg.lanczos_steps, n)})" for r in rows]
-    timer("kan_densities_pdf", lambda: _atomic_target(
+    timer("kan_densities_pdf", lambda: atomic_write(
         out_dir / "densities.pdf",
         lambda tmp: save_spectral_density_pages(tmp, densities, titles=titles, figsize=DENSITY_FIGSIZE)))
 
@@ -697,15 +671,15 @@ def run_study(kan_cfg: KANConfig, mlp_cfg: Optional[MLPConfig], out_dir: Path, *
     with jax.default_matmul_precision("highest"):
         kan = run_kan_part(kan_cfg, out_dir, log)
         kan["device"] = device
-        atomic_write_text(out_dir / "kan_spectrum.json", json.dumps(kan, indent=1) + "\n")
+        atomic_write(out_dir / "kan_spectrum.json", json.dumps(kan, indent=1) + "\n")
         mlp = None
         if mlp_cfg is not None:
             mlp = run_mlp_part(mlp_cfg, mnist, out_dir, log)
             mlp["device"] = device
-            atomic_write_text(out_dir / "mlp_spectrum.json", json.dumps(mlp, indent=1) + "\n")
+            atomic_write(out_dir / "mlp_spectrum.json", json.dumps(mlp, indent=1) + "\n")
     total = time.perf_counter() - start
     text = summary_text(kan, mlp, device, total)
-    atomic_write_text(out_dir / "summary.md", text)
+    atomic_write(out_dir / "summary.md", text)
     if verbose:
         print(text)
         print(f"outputs in {out_dir}")

@@ -21,9 +21,7 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -33,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kan_jax import KAN
+from kan_jax.checkpoint import atomic_write
 from kan_jax.data import DataError, load_mnist, preprocess_mnist
 from kan_jax.train import ALGORITHMS, init_train_state, make_epoch_fn, make_optimizer, num_batches
 
@@ -71,21 +70,6 @@ def hyperparameters(algo: str, overrides: dict[str, dict[str, Any]]) -> dict[str
     hp = dict(ALGORITHMS[algo])
     hp.update({k: v for k, v in overrides.get(algo, {}).items() if v is not None})
     return hp
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run_path(out_dir: Path, algo: str, seed: int) -> Path:
@@ -344,7 +328,7 @@ def run_study(
         if todo:
             t0 = time.perf_counter()
             for record in trainer(algo, todo, config, hp, data, vmap_seeds=vmap_seeds, progress=progress):
-                atomic_write_text(run_path(out_dir, algo, record["seed"]), json.dumps(record, indent=1) + "\n")
+                atomic_write(run_path(out_dir, algo, record["seed"]), json.dumps(record, indent=1) + "\n")
                 done[record["seed"]] = record
             seconds[algo] = time.perf_counter() - t0
         else:
@@ -354,8 +338,8 @@ def run_study(
     rows = summarize(records, seconds)
     device = str(jax.devices()[0])
     table = summary_markdown(rows, total, device)
-    atomic_write_text(out_dir / "summary.md", table)
-    atomic_write_text(out_dir / "summary.json", json.dumps({"rows": rows, "total_seconds": total, "device": device}, indent=1) + "\n")
+    atomic_write(out_dir / "summary.md", table)
+    atomic_write(out_dir / "summary.json", json.dumps({"rows": rows, "total_seconds": total, "device": device}, indent=1) + "\n")
     print(table)
     if plot:
         from kan_jax.plotting import plot_training_curves

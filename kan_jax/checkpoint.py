@@ -19,17 +19,62 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Union
 
 import jax
 from flax import serialization
 
 PyTree = Any
 
-__all__ = ["save_params", "load_params", "CheckpointError"]
+__all__ = ["save_params", "load_params", "atomic_write", "CheckpointError"]
 
 _FORMAT = "kan_jax.params"
 _VERSION = 1
+
+
+def atomic_write(path: str | os.PathLike, data: Union[bytes, str, Callable[[Path], Any]]) -> Path:
+    """Write a file atomically: all of it under its final name, or nothing (the old file kept).
+
+    The content goes to a temporary file in the destination folder (same suffix, so writers
+    that pick a format from it work), is flushed to disk, gets ordinary permissions
+    (``0o666`` less the umask) and is renamed over ``path`` with :func:`os.replace`.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination; parent folders are created.
+    data : bytes, str or callable
+        The content (``str`` is written as UTF-8), or ``write(tmp_path)`` that writes the
+        temporary file itself (e.g. ``lambda p: fig.savefig(p)``).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    tmp_path = Path(tmp)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600
+        if callable(data):
+            os.close(fd)
+            data(tmp_path)
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
+        else:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return path
 
 
 class CheckpointError(ValueError):
@@ -52,24 +97,9 @@ def save_params(path: str | os.PathLike, params: PyTree) -> Path:
     Path
         The path written.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = serialization.to_state_dict(jax.device_get(params))
     payload = serialization.msgpack_serialize({"format": _FORMAT, "version": _VERSION, "params": state})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_write(path, payload)
 
 
 def load_params(path: str | os.PathLike, target: PyTree | None = None) -> PyTree:

@@ -153,7 +153,7 @@ class KANLinear(nn.Module):
     def __call__(self, x: Array) -> Array:
         """Apply the layer to ``x`` of shape ``(..., in)``; returns ``(..., features)``."""
         if x.ndim < 1:
-            raise ValueError(f"KANLinear expects inputs of shape (..., in_features), got a scalar")
+            raise ValueError("KANLinear expects inputs of shape (..., in_features), got a scalar")
         in_features = x.shape[-1]
         if not self.is_initializing() and not self.has_variable("grid", "grid"):
             raise ValueError(

@@ -12,12 +12,11 @@ The grid of the KAN layers is part of :class:`TrainState` but not of the optimis
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from kan_jax.optim import dgclip

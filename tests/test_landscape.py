@@ -145,3 +145,28 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
     with pytest.raises(CheckpointError, match="target"):
         load_params(path, target={"y": jnp.zeros(2)})
     assert os.listdir(path.parent) == ["theta0.msgpack"]
+
+
+def test_atomic_write_permissions_failure_and_writer(tmp_path):
+    import os
+    import stat
+
+    from kan_jax.checkpoint import atomic_write
+
+    target = tmp_path / "sub" / "out.json"
+    atomic_write(target, '{"a": 1}')
+    assert target.read_text() == '{"a": 1}'
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+    def failing(path):
+        path.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, failing)
+    assert target.read_text() == '{"a": 1}'  # the old file is intact
+    assert sorted(p.name for p in target.parent.iterdir()) == ["out.json"]  # no temporary left
+    png = atomic_write(tmp_path / "fig.png", lambda p: p.write_bytes(b"\x89PNG" + p.suffix.encode()))
+    assert png.read_bytes() == b"\x89PNG.png"  # the writer sees the destination's suffix

@@ -14,7 +14,7 @@ import pytest
 
 from experiments import mnist as study
 from kan_jax import KAN, load_mnist, preprocess_mnist
-from kan_jax.train import evaluate, init_train_state, make_epoch_fn, make_optimizer, num_batches, train_epoch
+from kan_jax.train import evaluate, init_train_state, make_optimizer, num_batches, train_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,7 +139,7 @@ def test_resume_after_interruption_skips_finished_runs_and_gives_identical_json(
     with pytest.raises(KeyboardInterrupt):
         study.run_study(["adamw", "gd"], [1, 2], config, {}, resumed, trainer=interrupted, **args)
     assert sorted(p.name for p in resumed.glob("*.json")) == ["adamw_seed1.json", "adamw_seed2.json"]
-    assert not list(resumed.glob(".*tmp"))  # no half-written files left behind
+    assert not list(resumed.glob(".*.tmp*"))  # no half-written files left behind
     stamp = (resumed / "adamw_seed1.json").stat().st_mtime_ns
 
     calls.clear()
