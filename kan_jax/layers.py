@@ -79,6 +79,22 @@ def _validate_layer_config(m: Any) -> None:
         raise ValueError(f"grid_eps must be in [0, 1], got {m.grid_eps!r}")
 
 
+#: Attributes shared by :class:`KANLinear` and :class:`KAN` (which passes them to every layer).
+_LAYER_CONFIG = (
+    "grid_size",
+    "spline_order",
+    "scale_noise",
+    "scale_base",
+    "scale_spline",
+    "enable_standalone_scale_spline",
+    "base_activation",
+    "grid_eps",
+    "grid_range",
+    "dtype",
+    "param_dtype",
+)
+
+
 class KANLinear(nn.Module):
     """A Kolmogorov-Arnold layer: SiLU base branch plus learnable B-spline edges.
 
@@ -290,21 +306,8 @@ class KAN(nn.Module):
                 f"got an input of shape {tuple(x.shape)}"
             )
         for i, features in enumerate(self.layers_hidden[1:]):
-            x = KANLinear(
-                features,
-                grid_size=self.grid_size,
-                spline_order=self.spline_order,
-                scale_noise=self.scale_noise,
-                scale_base=self.scale_base,
-                scale_spline=self.scale_spline,
-                enable_standalone_scale_spline=self.enable_standalone_scale_spline,
-                base_activation=self.base_activation,
-                grid_eps=self.grid_eps,
-                grid_range=self.grid_range,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-                name=f"layers_{i}",
-            )(x)
+            layer_config = {name: getattr(self, name) for name in _LAYER_CONFIG}
+            x = KANLinear(features, name=f"layers_{i}", **layer_config)(x)
         return x
 
     @nn.nowrap

@@ -369,3 +369,16 @@ def test_dtypes(param_dtype):
     assert all(leaf.dtype == param_dtype for leaf in jax.tree.leaves(variables))
     y = model.apply(variables, x)
     assert y.dtype == param_dtype and bool(jnp.all(jnp.isfinite(y)))
+
+
+def test_kan_passes_its_configuration_to_every_layer():
+    model = KAN([3, 4, 2], grid_size=7, spline_order=2, enable_standalone_scale_spline=False,
+                grid_range=(-2.0, 3.0), param_dtype=jnp.float64)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 3), jnp.float64))
+    for name, fan_in in (("layers_0", 3), ("layers_1", 4)):
+        params = variables["params"][name]
+        assert set(params) == {"base_weight", "spline_weight"}  # no scaler
+        assert params["spline_weight"].shape[-1] == 7 + 2
+        grid = np.asarray(variables["grid"][name]["grid"])
+        assert grid.shape == (fan_in, 7 + 2 * 2 + 1) and grid.dtype == np.float64
+        np.testing.assert_allclose(grid[0, [2, -3]], [-2.0, 3.0])
