@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from kan_jax import splines
 
 __all__ = [
+    "validate_layer_config",
     "kaiming_uniform",
     "init_layer",
     "layer_apply",
@@ -43,6 +44,28 @@ __all__ = [
 ]
 
 Params = Mapping[str, jax.Array]
+
+
+def validate_layer_config(
+    grid_size: int,
+    spline_order: int,
+    grid_range: tuple[float, float],
+    scale_noise: float,
+    scale_base: float,
+    scale_spline: float,
+    grid_eps: float,
+) -> None:
+    """Raise ``ValueError`` naming the argument for an invalid layer configuration.
+
+    ``grid_size >= 1`` and ``spline_order >= 0`` integers, ``grid_range = (lo, hi)`` with
+    ``hi > lo``, non-negative scales, ``grid_eps`` in ``[0, 1]``.
+    """
+    splines._check_grid_args(grid_size, spline_order, grid_range)
+    for name, value in (("scale_noise", scale_noise), ("scale_base", scale_base), ("scale_spline", scale_spline)):
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value!r}")
+    if not 0.0 <= grid_eps <= 1.0:
+        raise ValueError(f"grid_eps must be in [0, 1], got {grid_eps!r}")
 
 
 def kaiming_uniform(a: float) -> Callable[..., jax.Array]:

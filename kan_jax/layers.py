@@ -70,13 +70,9 @@ def _grid_update_mode(grid_size: Optional[int], margin: float) -> Iterator[None]
 
 
 def _validate_layer_config(m: Any) -> None:
-    splines._check_grid_args(m.grid_size, m.spline_order, m.grid_range)
-    for name in ("scale_noise", "scale_base", "scale_spline"):
-        value = getattr(m, name)
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}")
-    if not 0.0 <= m.grid_eps <= 1.0:
-        raise ValueError(f"grid_eps must be in [0, 1], got {m.grid_eps!r}")
+    F.validate_layer_config(
+        m.grid_size, m.spline_order, m.grid_range, m.scale_noise, m.scale_base, m.scale_spline, m.grid_eps
+    )
 
 
 #: Attributes shared by :class:`KANLinear` and :class:`KAN` (which passes them to every layer).

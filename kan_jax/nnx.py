@@ -47,11 +47,10 @@ class Grid(nnx.Variable):
     """
 
 
-# Initialisation and grid update compiled once per configuration and shape: eager NNX use would
-# otherwise dispatch the least-squares fits primitive by primitive, compiling each one for
-# every new shape (several seconds per new layer shape). Under nnx.jit they are inlined. The
-# forward pass is left unjitted: its user-supplied base_activation would have to be a static
-# argument, and a callable closing over arrays would then go stale in the cache.
+# Initialisation compiled once per configuration and shape: eager NNX use would otherwise
+# dispatch the least-squares fits primitive by primitive, compiling each one for every new
+# shape (several seconds per new layer shape). Under nnx.jit it is inlined. (The forward pass
+# and the grid update are jitted in kan_jax.functional itself.)
 _init_layer = jax.jit(
     F.init_layer,
     static_argnums=(1, 2),
@@ -66,24 +65,6 @@ _init_layer = jax.jit(
         "dtype",
     ),
 )
-_layer_update_grid = jax.jit(F.layer_update_grid, static_argnames=("spline_order", "grid_size"))
-
-
-def _validate_config(
-    grid_size: int,
-    spline_order: int,
-    grid_range: tuple[float, float],
-    scale_noise: float,
-    scale_base: float,
-    scale_spline: float,
-    grid_eps: float,
-) -> None:
-    splines._check_grid_args(grid_size, spline_order, grid_range)
-    for name, value in (("scale_noise", scale_noise), ("scale_base", scale_base), ("scale_spline", scale_spline)):
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}")
-    if not 0.0 <= grid_eps <= 1.0:
-        raise ValueError(f"grid_eps must be in [0, 1], got {grid_eps!r}")
 
 
 def _check_width(name: str, value: Any) -> int:
@@ -182,7 +163,7 @@ class KANLinear(nnx.Module):
     ) -> None:
         in_features = _check_width("in_features", in_features)
         out_features = _check_width("out_features", out_features)
-        _validate_config(grid_size, spline_order, grid_range, scale_noise, scale_base, scale_spline, grid_eps)
+        F.validate_layer_config(grid_size, spline_order, grid_range, scale_noise, scale_base, scale_spline, grid_eps)
         self.in_features = in_features
         self.out_features = out_features
         self.grid_size = int(grid_size)
@@ -251,7 +232,7 @@ class KANLinear(nnx.Module):
         # Fit in at least float32 (LAPACK has no half-precision least squares), store as before.
         params = self._params()
         fit_dtype = jnp.promote_types(params["spline_weight"].dtype, jnp.float32)
-        params, grid = _layer_update_grid(
+        params, grid = F.layer_update_grid(
             {name: value.astype(fit_dtype) for name, value in params.items()},
             self.grid[...].astype(fit_dtype),
             x,
@@ -381,7 +362,7 @@ class KAN(nnx.Module):
         widths = tuple(layers_hidden)
         if len(widths) < 2 or any(isinstance(w, bool) or int(w) != w or w < 1 for w in widths):
             raise ValueError(f"layers_hidden must list at least two widths >= 1, got {widths!r}")
-        _validate_config(grid_size, spline_order, grid_range, scale_noise, scale_base, scale_spline, grid_eps)
+        F.validate_layer_config(grid_size, spline_order, grid_range, scale_noise, scale_base, scale_spline, grid_eps)
         self.layers_hidden = tuple(int(w) for w in widths)
         self.layers = nnx.List(
             [
