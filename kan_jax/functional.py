@@ -114,6 +114,21 @@ def init_spline_weight(
     return (scale * coeff).astype(dtype)
 
 
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "in_features",
+        "out_features",
+        "grid_size",
+        "spline_order",
+        "scale_noise",
+        "scale_base",
+        "scale_spline",
+        "enable_standalone_scale_spline",
+        "grid_range",
+        "dtype",
+    ),
+)
 def init_layer(
     key: jax.Array,
     in_features: int,

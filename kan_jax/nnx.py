@@ -47,26 +47,6 @@ class Grid(nnx.Variable):
     """
 
 
-# Initialisation compiled once per configuration and shape: eager NNX use would otherwise
-# dispatch the least-squares fits primitive by primitive, compiling each one for every new
-# shape (several seconds per new layer shape). Under nnx.jit it is inlined. (The forward pass
-# and the grid update are jitted in kan_jax.functional itself.)
-_init_layer = jax.jit(
-    F.init_layer,
-    static_argnums=(1, 2),
-    static_argnames=(
-        "grid_size",
-        "spline_order",
-        "scale_noise",
-        "scale_base",
-        "scale_spline",
-        "enable_standalone_scale_spline",
-        "grid_range",
-        "dtype",
-    ),
-)
-
-
 def _check_width(name: str, value: Any) -> int:
     if isinstance(value, bool) or int(value) != value or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
@@ -178,7 +158,7 @@ class KANLinear(nnx.Module):
         self.dtype = dtype
         self.param_dtype = param_dtype
 
-        params, grid = _init_layer(
+        params, grid = F.init_layer(
             rngs.params(),
             in_features,
             out_features,
