@@ -26,9 +26,11 @@ spline branch has two exact formulations (:func:`spline_branch`):
 
 :func:`choose_spline_strategy` picks one by a cost rule measured per backend; the layer
 configuration's ``spline_strategy`` overrides it. The grid is state, not a parameter: it is an
-argument of every function here and never differentiated. Nothing here is jitted: the
-functions are traced into the caller's compiled program (their program size does not depend on
-the grid size).
+argument of every function here and never differentiated. Internals are compiled with only
+integers, shapes, dtypes and strategy names static (floats are traced, callables such as the
+base activation are applied outside), so they cost one compilation per layer shape when
+called eagerly and inline into the caller's program under ``jit``; the size of every program
+is independent of the grid size.
 
 References
 ----------
@@ -38,6 +40,7 @@ Blealtan, *efficient-kan* (PyTorch implementation of the same layer).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable, Mapping, Optional
 
@@ -183,16 +186,17 @@ def kaiming_uniform(a: float) -> Callable[..., jax.Array]:
     r"""PyTorch's ``kaiming_uniform_(w, a)`` for a weight of shape ``(out, in)``.
 
     Uniform on :math:`\pm\sqrt{6 / ((1 + a^2)\, \mathrm{in})}`, i.e. ``nn.Linear``'s default
-    :math:`\pm 1/\sqrt{\mathrm{in}}` for :math:`a = \sqrt 5`.
+    :math:`\pm 1/\sqrt{\mathrm{in}}` for :math:`a = \sqrt 5`. ``a`` may be a traced scalar.
     """
 
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
-        bound = math.sqrt(6.0 / ((1.0 + a * a) * shape[-1]))
+        bound = jnp.sqrt(6.0 / ((1.0 + a * a) * shape[-1])).astype(dtype)
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
     return init
 
 
+@functools.partial(jax.jit, static_argnames=("in_features", "out_features", "spline_order", "dtype"))
 def init_spline_weight(
     key: jax.Array,
     grid_row: jax.Array,
@@ -219,13 +223,13 @@ def init_spline_weight(
     grid_row:
         Knots shared by every input, shape ``(G + 2k + 1,)``.
     in_features, out_features:
-        Layer widths.
+        Layer widths (static).
     spline_order:
-        Order ``k``.
+        Order ``k`` (static).
     scale_noise, scale:
-        Noise size and final factor.
+        Noise size and final factor (traced: new values do not recompile).
     dtype:
-        Dtype of the result (the fit runs in at least float32).
+        Dtype of the result (static; the fit runs in at least float32).
 
     Returns
     -------
@@ -246,6 +250,41 @@ def init_spline_weight(
     return (scale * jnp.transpose(coeff, (2, 1, 0))).astype(dtype)
 
 
+@functools.partial(jax.jit, static_argnames=("in_features", "out_features", "spline_order", "own_scaler", "dtype"))
+def _init_params(
+    key: jax.Array,
+    row: jax.Array,
+    scale_noise: jax.Array,
+    scale_base: jax.Array,
+    scale_spline: jax.Array,
+    *,
+    in_features: int,
+    out_features: int,
+    spline_order: int,
+    own_scaler: bool,
+    dtype: Dtype,
+) -> dict[str, jax.Array]:
+    # One compiled program per layer shape; the scales are traced.
+    k_base, k_spline, k_scaler = jax.random.split(key, 3)
+    sqrt5 = math.sqrt(5.0)
+    params = {
+        "base_weight": kaiming_uniform(sqrt5 * scale_base)(k_base, (out_features, in_features), dtype),
+        "spline_weight": init_spline_weight(
+            k_spline,
+            row,
+            in_features,
+            out_features,
+            spline_order,
+            scale_noise,
+            1.0 if own_scaler else scale_spline,
+            dtype,
+        ),
+    }
+    if own_scaler:
+        params["spline_scaler"] = kaiming_uniform(sqrt5 * scale_spline)(k_scaler, (out_features, in_features), dtype)
+    return params
+
+
 def init_layer(
     key: jax.Array,
     in_features: int,
@@ -257,6 +296,7 @@ def init_layer(
     The one initialisation both fronts use: ``base_weight`` and ``spline_scaler``
     Kaiming-uniform with ``a = sqrt(5) * scale``; ``spline_weight`` by
     :func:`init_spline_weight` (times ``scale_spline`` when there is no separate scaler).
+    Compiled once per layer shape; the configuration's floats are traced.
 
     Parameters
     ----------
@@ -276,29 +316,21 @@ def init_layer(
     for name, value in (("in_features", in_features), ("out_features", out_features)):
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    dtype = config.param_dtype
+    dtype = jnp.dtype(config.param_dtype)
     row = splines.uniform_grid(config.grid_size, config.spline_order, config.grid_range, dtype=dtype)
-    grid = jnp.broadcast_to(row, (in_features, row.shape[0]))
-    k_base, k_spline, k_scaler = jax.random.split(key, 3)
-    own_scaler = config.enable_standalone_scale_spline
-    params = {
-        "base_weight": kaiming_uniform(math.sqrt(5) * config.scale_base)(k_base, (out_features, in_features), dtype),
-        "spline_weight": init_spline_weight(
-            k_spline,
-            row,
-            in_features,
-            out_features,
-            config.spline_order,
-            config.scale_noise,
-            1.0 if own_scaler else config.scale_spline,
-            dtype,
-        ),
-    }
-    if own_scaler:
-        params["spline_scaler"] = kaiming_uniform(math.sqrt(5) * config.scale_spline)(
-            k_scaler, (out_features, in_features), dtype
-        )
-    return params, grid
+    params = _init_params(
+        key,
+        row,
+        jnp.float32(config.scale_noise),
+        jnp.float32(config.scale_base),
+        jnp.float32(config.scale_spline),
+        in_features=int(in_features),
+        out_features=int(out_features),
+        spline_order=config.spline_order,
+        own_scaler=bool(config.enable_standalone_scale_spline),
+        dtype=dtype,
+    )
+    return params, jnp.broadcast_to(row, (int(in_features), row.shape[0]))
 
 
 def spline_order_of(params: Params, grid: jax.Array) -> int:
@@ -324,20 +356,30 @@ def scaled_spline_weight(params: Params) -> jax.Array:
     return w if scaler is None else w * scaler[..., None]
 
 
+#: Layout of the coefficient windows gathered by the local strategy: "out_major" gathers
+#: ``(out, 1, k + 1)`` windows straight from ``spline_weight``; "in_major" first transposes it
+#: to ``(in, n, out)`` so each window is one contiguous ``(k + 1, out)`` block.
+_LOCAL_LAYOUT = "in_major"
+
+
 def _gather_windows(w: jax.Array, start: jax.Array, width: int) -> jax.Array:
-    """``w[:, i, start[b, i] : start[b, i] + width]`` for every ``(b, i)``: shape ``(B, in, out, width)``."""
-    out_features, in_features, _ = w.shape
+    """``w[:, i, start[b, i] + q]`` for every ``(b, i)`` and ``q < width``: shape ``(B, in, width, out)``."""
+    out_features, in_features, n = w.shape
+    pib = lax.GatherScatterMode.PROMISE_IN_BOUNDS  # start is clipped into [0, n - width]
+    if _LOCAL_LAYOUT == "in_major":
+        table = jnp.transpose(w, (1, 2, 0)).reshape(in_features * n, out_features)
+        first_row = (jnp.arange(in_features, dtype=start.dtype) * n + start)[..., None]  # (B, in, 1)
+        dims = lax.GatherDimensionNumbers(offset_dims=(2, 3), collapsed_slice_dims=(), start_index_map=(0,))
+        return lax.gather(table, first_row, dims, slice_sizes=(width, out_features), mode=pib)
     inputs = jnp.broadcast_to(jnp.arange(in_features, dtype=start.dtype), start.shape)
     index = jnp.stack([inputs, start], axis=-1)  # (B, in, 2): (input, first basis)
     dims = lax.GatherDimensionNumbers(offset_dims=(2, 3), collapsed_slice_dims=(1,), start_index_map=(1, 2))
-    return lax.gather(
-        w, index, dims, slice_sizes=(out_features, 1, width), mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS
-    )
+    windows = lax.gather(w, index, dims, slice_sizes=(out_features, 1, width), mode=pib)  # (B, in, out, width)
+    return jnp.swapaxes(windows, -1, -2)
 
 
-def spline_branch(
-    params: Params, grid: jax.Array, x: jax.Array, strategy: str = "auto"
-) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("strategy",))
+def spline_branch(params: Params, grid: jax.Array, x: jax.Array, strategy: str = "auto") -> jax.Array:
     r"""The spline branch :math:`\sum_i s_{oi} \sum_j B_j(x_i) W_{s,oij}` of a layer.
 
     Parameters
@@ -367,8 +409,8 @@ def spline_branch(
     if strategy != "local":
         raise ValueError(f"strategy must be one of {SPLINE_STRATEGIES}, got {strategy!r}")
     start, values = splines.local_bases(x, grid.astype(x.dtype), k)  # (B, in), (B, in, k + 1)
-    windows = _gather_windows(w, start, k + 1)  # (B, in, out, k + 1)
-    per_edge = jnp.einsum("biq,bioq->bio", values, windows)
+    windows = _gather_windows(w, start, k + 1)  # (B, in, k + 1, out)
+    per_edge = jnp.einsum("biq,biqo->bio", values, windows)
     scaler = params.get("spline_scaler")
     if scaler is None:
         return jnp.sum(per_edge, axis=1)
@@ -422,11 +464,12 @@ def _spline_outputs_per_edge(params: Params, grid: jax.Array, x: jax.Array) -> j
     k = spline_order_of(params, grid)
     start, values = splines.local_bases(x, grid, k)
     windows = _gather_windows(params["spline_weight"].astype(x.dtype), start, k + 1)
-    y = jnp.einsum("biq,bioq->bio", values, windows)
+    y = jnp.einsum("biq,biqo->bio", values, windows)
     scaler = params.get("spline_scaler")
     return y if scaler is None else y * scaler.T.astype(x.dtype)
 
 
+@functools.partial(jax.jit, static_argnames=("grid_size",))
 def layer_update_grid(
     params: Params,
     grid: jax.Array,

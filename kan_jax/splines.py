@@ -1,8 +1,9 @@
 """B-spline maths for KAN layers: knot grids, bases, least-squares fits, adaptive grids.
 
 Every function here is pure and safe under ``jax.jit``, ``jax.vmap`` and ``jax.grad`` (the
-grid size and spline order are static Python integers; arrays may be traced); none is jitted
-here, so callers compile them inside their own programs. Only ``k + 1`` bases are non-zero at
+grid size and spline order are static Python integers; arrays and floats are traced, so new
+values never recompile; the basis functions are compiled per order and shape when called
+eagerly and inline into the caller's program under ``jit``). Only ``k + 1`` bases are non-zero at
 any point: :func:`local_bases` computes those from the knots around the point's interval, so
 the work per input value and the size of every compiled program are independent of the grid
 size; :func:`b_spline_bases` places them into the full basis array where a dense matrix is
@@ -20,6 +21,7 @@ Blealtan, *efficient-kan* (PyTorch), the basis-then-matmul formulation used here
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import jax
@@ -145,6 +147,7 @@ def find_intervals(x: jax.Array, grid: jax.Array) -> jax.Array:
     return j.T.reshape(*lead, x.shape[-1]).astype(jnp.int32)
 
 
+@functools.partial(jax.jit, static_argnames=("spline_order",))
 def local_bases(x: jax.Array, grid: jax.Array, spline_order: int) -> tuple[jax.Array, jax.Array]:
     r"""The ``k + 1`` B-spline bases that can be non-zero at each input, and where they start.
 
@@ -267,6 +270,7 @@ def dense_from_local(start: jax.Array, values: jax.Array, n_bases: int) -> jax.A
     return out
 
 
+@functools.partial(jax.jit, static_argnames=("spline_order",))
 def b_spline_bases(x: jax.Array, grid: jax.Array, spline_order: int) -> jax.Array:
     r"""All B-spline basis values by the Cox-de Boor recursion.
 
@@ -357,6 +361,7 @@ def fit_spline_coefficients(
     return jnp.transpose(solve(a, b), (2, 0, 1))
 
 
+@functools.partial(jax.jit, static_argnames=("grid_size", "spline_order"))
 def adaptive_grid(
     x: jax.Array,
     grid_size: int,
