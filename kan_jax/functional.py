@@ -361,6 +361,11 @@ def scaled_spline_weight(params: Params) -> jax.Array:
 #: to ``(in, n, out)`` so each window is one contiguous ``(k + 1, out)`` block.
 _LOCAL_LAYOUT = "in_major"
 
+#: How the dense strategy builds its basis matrix: "recursion" runs the whole-row Cox-de Boor
+#: recursion in basis-major layout (:func:`kan_jax.splines.bases_basis_major`), "local" places
+#: the local values into their columns (:func:`kan_jax.splines.b_spline_bases`).
+_DENSE_BASES = "recursion"
+
 
 def _gather_windows(w: jax.Array, start: jax.Array, width: int) -> jax.Array:
     """``w[:, i, start[b, i] + q]`` for every ``(b, i)`` and ``q < width``: shape ``(B, in, width, out)``."""
@@ -403,8 +408,12 @@ def spline_branch(params: Params, grid: jax.Array, x: jax.Array, strategy: str =
     if strategy == "auto":
         strategy = choose_spline_strategy(n, k)
     if strategy == "dense":
-        bases = splines.b_spline_bases(x, grid.astype(x.dtype), k).reshape(x.shape[0], -1)
         w_scaled = scaled_spline_weight({**params, "spline_weight": w}).astype(x.dtype)
+        if _DENSE_BASES == "recursion":
+            planes = splines.bases_basis_major(x, grid.astype(x.dtype), k)  # (n, B, in)
+            bases = jnp.moveaxis(planes, 0, -1).reshape(x.shape[0], -1)
+        else:
+            bases = splines.b_spline_bases(x, grid.astype(x.dtype), k).reshape(x.shape[0], -1)
         return jnp.dot(bases, w_scaled.reshape(out_features, -1).T)
     if strategy != "local":
         raise ValueError(f"strategy must be one of {SPLINE_STRATEGIES}, got {strategy!r}")
@@ -469,12 +478,13 @@ def _spline_outputs_per_edge(params: Params, grid: jax.Array, x: jax.Array) -> j
     return y if scaler is None else y * scaler.T.astype(x.dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("grid_size",))
+@functools.partial(jax.jit, static_argnames=("grid_size", "spline_order"))
 def layer_update_grid(
     params: Params,
     grid: jax.Array,
     x: jax.Array,
     *,
+    spline_order: Optional[int] = None,
     grid_size: Optional[int] = None,
     grid_eps: float = 0.02,
     margin: float = 0.01,
@@ -498,6 +508,8 @@ def layer_update_grid(
         The layer, as in the module docstring (the spline order is read from the shapes).
     x:
         Samples, shape ``(..., in)``.
+    spline_order:
+        Optional check: the order the caller expects (an error if the shapes say otherwise).
     grid_size:
         Intervals of the new grid (static); ``None`` keeps the current size.
     grid_eps, margin:
@@ -511,6 +523,8 @@ def layer_update_grid(
     """
     _check_input(grid, x)
     k = spline_order_of(params, grid)
+    if spline_order is not None and spline_order != k:
+        raise ValueError(f"spline_order={spline_order} does not match the layer's shapes (order {k})")
     w = params["spline_weight"]
     if grid_size is None:
         grid_size = w.shape[-1] - k
