@@ -3,6 +3,7 @@
 from kan_jax import checkpoint, data, functional, hessian, landscape, splines, train
 from kan_jax.checkpoint import CheckpointError, load_params, save_params
 from kan_jax.data import DataError, create_dataset, load_mnist, preprocess_mnist
+from kan_jax.functional import KANLayerConfig
 from kan_jax.layers import (
     KAN,
     KANLinear,
@@ -52,6 +53,7 @@ __all__ = [
     "DataError",
     "KAN",
     "KANLinear",
+    "KANLayerConfig",
     "ScaleByDGClipState",
     "create_dataset",
     "data",
