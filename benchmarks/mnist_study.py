@@ -31,7 +31,7 @@ import numpy as np
 
 from experiments import mnist as study
 from kan_jax import KAN, load_mnist, preprocess_mnist
-from kan_jax.checkpoint import atomic_write
+from kan_jax.io import atomic_write
 from kan_jax.train import init_train_state, make_epoch_fn, make_optimizer, num_batches
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
