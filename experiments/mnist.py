@@ -44,7 +44,7 @@ from kan_jax import KAN
 from kan_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from kan_jax.data import DataError, load_mnist, preprocess_mnist
 from kan_jax.io import atomic_write, write_json
-from kan_jax.train import TrainState, init_train_state, make_epoch_fn, num_batches
+from kan_jax.train import init_train_state, make_epoch_fn, num_batches
 
 DEFAULT_ALGOS = ("adamw", "adam", "dgclip", "gclip", "gd")
 DEFAULT_SEEDS = (100, 200, 300, 400, 500)
