@@ -369,6 +369,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> MnistConfig:
                              "(published protocol by default).")
 
 
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """Temporary files of this study's writers left by a killed process (never complete)."""
+    for pattern in (".*_seed*.tmp.json", "checkpoints/.*_seeds*.tmp.msgpack", ".summary.*.tmp.*", ".mnist_study.*.tmp.png"):
+        for path in out_dir.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
 def run_study(
     algos: Sequence[str],
     seeds: Sequence[int],
@@ -391,6 +398,7 @@ def run_study(
     records: dict[str, list[dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
     ckpt_dir = out_dir / "checkpoints"
+    _remove_stale_temporaries(out_dir)
     for algo in algos:
         hp = hyperparameters(algo, overrides)
         done = {} if force else {s: load_finished(run_path(out_dir, algo, s), config, hp) for s in seeds}
