@@ -1,17 +1,15 @@
 """The loss-landscape study (`python -m experiments.landscape`) end to end.
 
 A reduced run (``--quick``: 30 L-BFGS steps, 3 datasets, 8 alphas, MLP [784, 32, 10] on 256
-images) runs once per module through the entry point ``main(argv)``, in process; its outputs are then checked
+images) runs once per module through the real CLI in a subprocess; its outputs are then checked
 against references the test computes itself from the saved checkpoints: the exact Hessian
 spectrum by ``jax.hessian`` + ``numpy.linalg.eigh`` on ``thetaN`` (float64), and the losses at
 ``theta0`` / ``thetaN`` on freshly drawn datasets. The full-size study is marked slow.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
-import io
 import json
 import re
 import struct
@@ -46,11 +44,9 @@ def _run_cli(out_dir: Path, *extra: str, timeout: int = 600) -> subprocess.Compl
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, mnist_dir):
     out = tmp_path_factory.mktemp("landscape_quick")
-    stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
-        rc = study.main(["--out-dir", str(out), "--quick", "--data-dir", str(mnist_dir)])
-    assert rc == 0, stdout.getvalue()[-3000:]
-    return out, stdout.getvalue()
+    proc = _run_cli(out, "--quick", "--data-dir", str(mnist_dir))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout
 
 
 class Reference:
