@@ -1,6 +1,6 @@
 """kan-jax: Kolmogorov-Arnold Networks in JAX/Flax, delta-GClip, Hessian and loss-landscape tools."""
 
-from kan_jax import checkpoint, data, functional, hessian, landscape, splines, train
+from kan_jax import checkpoint, data, functional, hessian, io, landscape, numerics, splines, train
 from kan_jax.checkpoint import CheckpointError, load_params, save_params
 from kan_jax.data import DataError, create_dataset, load_mnist, preprocess_mnist
 from kan_jax.functional import KANLayerConfig
@@ -41,10 +41,12 @@ __all__ = [
     "hessian_trace",
     "hvp",
     "interpolate",
+    "io",
     "lanczos",
     "landscape",
     "load_params",
     "min_eigenpair",
+    "numerics",
     "random_direction",
     "save_params",
     "slice_2d",
