@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kan_jax.numerics import safe_divide
+
 __all__ = [
     "uniform_grid",
     "validate_grid_args",
@@ -36,7 +38,6 @@ __all__ = [
     "dense_from_local",
     "b_spline_bases",
     "bases_basis_major",
-    "safe_divide",
     "num_bases",
     "fit_spline_coefficients",
     "adaptive_grid",
@@ -93,16 +94,6 @@ def num_bases(grid: jax.Array, spline_order: int) -> int:
 def spline_order_of(grid: jax.Array, n_bases: int) -> int:
     """Spline order ``k = M - n - 1`` implied by ``M`` knots and ``n`` bases per input."""
     return grid.shape[-1] - n_bases - 1
-
-
-def safe_divide(num: jax.Array, den: jax.Array) -> jax.Array:
-    """``num / den`` with ``x / 0 := 0``: finite values and finite gradients where ``den == 0``.
-
-    The convention of the Cox-de Boor recursion on repeated knots (a zero-width support, whose
-    lower-order basis is zero there anyway).
-    """
-    zero = den == 0
-    return jnp.where(zero, jnp.zeros_like(num), num / jnp.where(zero, jnp.ones_like(den), den))
 
 
 def _knot_rows(grid: jax.Array, x: jax.Array, spline_order: int) -> jax.Array:
