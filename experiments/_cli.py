@@ -7,7 +7,8 @@ being the published set-up). This module derives the flags from the fields:
 
 * a field ``grid_size: int`` becomes ``--grid-size`` (type from the annotation: ``int``,
   ``float``, ``str``, ``Path``, ``Optional[...]``, ``tuple[T, ...]`` as ``nargs="+"``,
-  ``bool`` as a switch);
+  ``bool`` as a switch, ``Optional[bool]`` as ``--name``/``--no-name`` with ``None`` meaning
+  "decide automatically");
 * a field whose type is itself a dataclass is a group: its fields get the prefix
   ``<name>-`` (``adamw: HP`` gives ``--adamw-lr``), or the prefix in the metadata
   (``prefix=""`` flattens it);
@@ -121,7 +122,10 @@ def _add(parser: argparse.ArgumentParser, cls: type, presets: Mapping[str, Any],
                 shown += f"{'; ' if shown else ''}--{name}: {_show(v)}"
         text = f"{meta.get('help', '')} ({shown})" if shown else meta.get("help", "")
         kwargs: dict[str, Any] = dict(dest=_dest(path + (f.name,)), default=None, help=text)
-        if scalar is bool:
+        if scalar is bool and _unwrap(tp)[1]:  # Optional[bool]: --name / --no-name, None = automatic
+            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["help"] = meta.get("help") or None
+        elif scalar is bool:
             kwargs["action"] = "store_false" if flag.startswith("--no-") else "store_true"
             kwargs["help"] = meta.get("help") or None
         else:

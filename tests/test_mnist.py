@@ -231,7 +231,10 @@ def test_argument_errors_are_usage_errors(argv, message, capsys):
 def test_flags_map_onto_the_configuration():
     # Every hyperparameter flag reaches the record's hyperparameters; --quick fills only what is not given.
     cfg = study.parse_args(["--quick", "--dgclip-gamma", "0.3", "--adamw-lr", "3e-3", "--epochs", "3", "--no-vmap"])
-    assert cfg.seeds == (100, 200) and cfg.study.epochs == 3 and cfg.study.train_subset == 2048 and not cfg.vmap
+    assert cfg.seeds == (100, 200) and cfg.study.epochs == 3 and cfg.study.train_subset == 2048 and cfg.vmap is False
+    # Seeds batched or not: forced either way by a flag, else decided by the backend.
+    assert study.parse_args(["--vmap"]).vmap is True and study.parse_args([]).vmap is None
+    assert study.default_vmap_seeds("cpu") is False and study.default_vmap_seeds("gpu") is True
     assert hyperparameters("dgclip", cfg.overrides) == {"lr": 1.0, "weight_decay": 1e-4, "gamma": 0.3, "delta": 0.5, "decay": None}
     assert hyperparameters("adamw", cfg.overrides)["lr"] == 3e-3
     full = study.parse_args([])
