@@ -331,9 +331,10 @@ def bases_basis_major(x: jax.Array, grid: jax.Array, spline_order: int) -> jax.A
     t = g.T[:, None, :]  # (M, 1, in)
     bases = ((x >= t[:-1]) & (x < t[1:])).astype(x.dtype)  # (M - 1, B, in)
     for p in range(1, spline_order + 1):
-        left = safe_divide(x - t[: -(p + 1)], t[p:-1] - t[: -(p + 1)]) * bases[:-1]
-        right = safe_divide(t[p + 1 :] - x, t[p + 1 :] - t[1:-p]) * bases[1:]
-        bases = left + right
+        # Inverse knot spans on the (M, 1, in) knots only: no division per input value.
+        inv_left = safe_divide(1.0, t[p:-1] - t[: -(p + 1)])
+        inv_right = safe_divide(1.0, t[p + 1 :] - t[1:-p])
+        bases = (x - t[: -(p + 1)]) * inv_left * bases[:-1] + (t[p + 1 :] - x) * inv_right * bases[1:]
     return bases
 
 
