@@ -356,31 +356,21 @@ def scaled_spline_weight(params: Params) -> jax.Array:
     return w if scaler is None else w * scaler[..., None]
 
 
-#: Layout of the coefficient windows gathered by the local strategy: "out_major" gathers
-#: ``(out, 1, k + 1)`` windows straight from ``spline_weight``; "in_major" first transposes it
-#: to ``(in, n, out)`` so each window is one contiguous ``(k + 1, out)`` block.
-_LOCAL_LAYOUT = "in_major"
-
-#: How the dense strategy builds its basis matrix: "recursion" runs the whole-row Cox-de Boor
-#: recursion in basis-major layout (:func:`kan_jax.splines.bases_basis_major`), "local" places
-#: the local values into their columns (:func:`kan_jax.splines.b_spline_bases`).
-_DENSE_BASES = "recursion"
-
-
 def _gather_windows(w: jax.Array, start: jax.Array, width: int) -> jax.Array:
-    """``w[:, i, start[b, i] + q]`` for every ``(b, i)`` and ``q < width``: shape ``(B, in, width, out)``."""
+    """``w[:, i, start[b, i] + q]`` for every ``(b, i)`` and ``q < width``: shape ``(B, in, width, out)``.
+
+    The weight is viewed as an ``(in · n, out)`` table, so each window is one contiguous
+    ``(width, out)`` block; the transpose of this gather (its gradient) is a scatter-add of
+    the same blocks, which sums the contributions of all samples in the same interval.
+    """
     out_features, in_features, n = w.shape
-    pib = lax.GatherScatterMode.PROMISE_IN_BOUNDS  # start is clipped into [0, n - width]
-    if _LOCAL_LAYOUT == "in_major":
-        table = jnp.transpose(w, (1, 2, 0)).reshape(in_features * n, out_features)
-        first_row = (jnp.arange(in_features, dtype=start.dtype) * n + start)[..., None]  # (B, in, 1)
-        dims = lax.GatherDimensionNumbers(offset_dims=(2, 3), collapsed_slice_dims=(), start_index_map=(0,))
-        return lax.gather(table, first_row, dims, slice_sizes=(width, out_features), mode=pib)
-    inputs = jnp.broadcast_to(jnp.arange(in_features, dtype=start.dtype), start.shape)
-    index = jnp.stack([inputs, start], axis=-1)  # (B, in, 2): (input, first basis)
-    dims = lax.GatherDimensionNumbers(offset_dims=(2, 3), collapsed_slice_dims=(1,), start_index_map=(1, 2))
-    windows = lax.gather(w, index, dims, slice_sizes=(out_features, 1, width), mode=pib)  # (B, in, out, width)
-    return jnp.swapaxes(windows, -1, -2)
+    table = jnp.transpose(w, (1, 2, 0)).reshape(in_features * n, out_features)
+    first_row = (jnp.arange(in_features, dtype=start.dtype) * n + start)[..., None]  # (B, in, 1)
+    dims = lax.GatherDimensionNumbers(offset_dims=(2, 3), collapsed_slice_dims=(), start_index_map=(0,))
+    # start is clipped into [0, n - width]: every window lies inside its input's rows.
+    return lax.gather(
+        table, first_row, dims, slice_sizes=(width, out_features), mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("strategy",))
@@ -409,11 +399,8 @@ def spline_branch(params: Params, grid: jax.Array, x: jax.Array, strategy: str =
         strategy = choose_spline_strategy(n, k)
     if strategy == "dense":
         w_scaled = scaled_spline_weight({**params, "spline_weight": w}).astype(x.dtype)
-        if _DENSE_BASES == "recursion":
-            planes = splines.bases_basis_major(x, grid.astype(x.dtype), k)  # (n, B, in)
-            bases = jnp.moveaxis(planes, 0, -1).reshape(x.shape[0], -1)
-        else:
-            bases = splines.b_spline_bases(x, grid.astype(x.dtype), k).reshape(x.shape[0], -1)
+        # (B, in * n) @ (in * n, out) in the parameters' own (in, n) order: no transposes.
+        bases = splines.b_spline_bases(x, grid.astype(x.dtype), k).reshape(x.shape[0], -1)
         return jnp.dot(bases, w_scaled.reshape(out_features, -1).T)
     if strategy != "local":
         raise ValueError(f"strategy must be one of {SPLINE_STRATEGIES}, got {strategy!r}")

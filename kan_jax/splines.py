@@ -37,7 +37,6 @@ __all__ = [
     "local_bases",
     "dense_from_local",
     "b_spline_bases",
-    "bases_basis_major",
     "num_bases",
     "fit_spline_coefficients",
     "adaptive_grid",
@@ -292,50 +291,9 @@ def b_spline_bases(x: jax.Array, grid: jax.Array, spline_order: int) -> jax.Arra
     """
     n = num_bases(grid, spline_order)
     if n < spline_order + 1:  # fewer bases than a window (never in a KAN layer): whole-row recursion
-        flat = x.reshape(-1, x.shape[-1])
-        return jnp.moveaxis(bases_basis_major(flat, grid, spline_order), 0, -1).reshape(*x.shape, n)
+        return _bases_by_recursion(x, _knot_rows(grid, x, spline_order), spline_order)
     start, values = local_bases(x, grid, spline_order)
     return dense_from_local(start, values, n)
-
-
-@functools.partial(jax.jit, static_argnames=("spline_order",))
-def bases_basis_major(x: jax.Array, grid: jax.Array, spline_order: int) -> jax.Array:
-    r"""All bases in basis-major layout, shape ``(n, B, in)``, by the whole-row Cox-de Boor recursion.
-
-    The same values as :func:`b_spline_bases` (the recursion of its docstring, with
-    ``x / 0 := 0``), laid out with the basis index first so that every step of the recursion
-    is one elementwise operation over contiguous ``(B, in)`` planes: one fused loop on a CPU,
-    ``O(k · M)`` work per input value and a program whose size does not depend on ``M``. The
-    dense spline branch of a layer contracts this layout directly.
-
-    Parameters
-    ----------
-    x:
-        Inputs, shape ``(B, in)``.
-    grid:
-        Knots, shape ``(in, M)``, non-decreasing rows.
-    spline_order:
-        Order ``k >= 0`` (static).
-
-    Returns
-    -------
-    jax.Array
-        Shape ``(M - k - 1, B, in)``, dtype of ``x``.
-    """
-    g = _knot_rows(grid, x, spline_order)
-    if x.ndim != 2:
-        raise ValueError(f"expected inputs of shape (B, in), got {tuple(x.shape)}")
-    # Clamp far-away (even infinite) inputs to just outside the extended grid, where all bases
-    # are 0, so that 0 * inf never produces NaN; the gradient there is 0 either way.
-    x = jnp.clip(x, g[:, 0] - 1, g[:, -1] + 1)
-    t = g.T[:, None, :]  # (M, 1, in)
-    bases = ((x >= t[:-1]) & (x < t[1:])).astype(x.dtype)  # (M - 1, B, in)
-    for p in range(1, spline_order + 1):
-        # Inverse knot spans on the (M, 1, in) knots only: no division per input value.
-        inv_left = safe_divide(1.0, t[p:-1] - t[: -(p + 1)])
-        inv_right = safe_divide(1.0, t[p + 1 :] - t[1:-p])
-        bases = (x - t[: -(p + 1)]) * inv_left * bases[:-1] + (t[p + 1 :] - x) * inv_right * bases[1:]
-    return bases
 
 
 def fit_spline_coefficients(
@@ -441,3 +399,16 @@ def validate_grid_args(grid_size: int, spline_order: int, grid_range: tuple[floa
         raise ValueError(f"spline_order must be an integer >= 0, got {spline_order!r}")
     if len(grid_range) != 2 or not float(grid_range[1]) > float(grid_range[0]):
         raise ValueError(f"grid_range must be (lo, hi) with hi > lo, got {tuple(grid_range)!r}")
+
+
+def _bases_by_recursion(x: jax.Array, g: jax.Array, spline_order: int) -> jax.Array:
+    # Whole-row Cox-de Boor for grids with fewer than k + 1 bases (M < 2k + 2), which KAN
+    # layers never have (grid_size >= 1 gives G + k >= k + 1 bases).
+    x = jnp.clip(x, g[..., 0] - 1, g[..., -1] + 1)
+    xs = x[..., None]
+    bases = ((xs >= g[..., :-1]) & (xs < g[..., 1:])).astype(x.dtype)
+    for p in range(1, spline_order + 1):
+        left = safe_divide(xs - g[..., : -(p + 1)], g[..., p:-1] - g[..., : -(p + 1)]) * bases[..., :-1]
+        right = safe_divide(g[..., p + 1 :] - xs, g[..., p + 1 :] - g[..., 1:-p]) * bases[..., 1:]
+        bases = left + right
+    return bases

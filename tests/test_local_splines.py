@@ -310,11 +310,3 @@ def test_large_grid_layer_trains_and_refines_keeping_its_function():
     assert new["params"]["layers_0"]["spline_weight"].shape == (1, 3, 203)
     np.testing.assert_allclose(np.asarray(model.apply(new, x)), np.asarray(before), atol=1e-4)
 
-
-@pytest.mark.parametrize("k", [0, 1, 3, 5])
-def test_basis_major_recursion_equals_oracle(k):
-    rng = np.random.default_rng(20 + k)
-    for name, grid in grids_for(k, rng).items():
-        x = probe_points(grid, rng)
-        got = np.moveaxis(np.asarray(splines.bases_basis_major(jnp.asarray(x), jnp.asarray(grid), k)), 0, -1)
-        np.testing.assert_allclose(got, oracle_bases(x, grid, k), rtol=0, atol=1e-12, err_msg=name)
