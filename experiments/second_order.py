@@ -22,7 +22,8 @@ At each method's final point the minimum Hessian eigenvalue is computed by Lancz
 
 Outputs in ``--out-dir`` (default ``runs/second_order``), written atomically: one JSON per
 problem and method (``kan_hsodm.json`` ...; a rerun skips those whose configuration matches,
-``--force`` reruns), ``second_order.png`` (loss against cost and against wall time, one row
+``--force`` reruns) with the final parameters beside it (``kan_hsodm.msgpack``, written before
+the JSON), ``second_order.png`` (loss against cost and against wall time, one row
 per problem) and ``summary.md`` (the table).
 
 Usage::
@@ -52,7 +53,7 @@ from flax import linen as nn
 
 from kan_jax import KAN
 from kan_jax import hessian as hs
-from kan_jax.checkpoint import atomic_write
+from kan_jax.checkpoint import atomic_write, save_params
 from kan_jax.data import DataError, create_dataset, load_mnist, preprocess_mnist
 from kan_jax.optim import dgclip, hsodm
 
@@ -252,7 +253,9 @@ def run_study(cfg: Config, problems: Sequence[str], methods: Sequence[str], out_
                 if prob is None:
                     prob = _kan_problem(cfg) if problem == "kan" else _mlp_problem(cfg, mnist)
                 res = run_method(method, prob, cfg, cfg.steps(problem, method))
-                curv = curvature_at(prob, res.pop("params"), cfg)
+                final = res.pop("params")
+                curv = curvature_at(prob, final, cfg)
+                save_params(out_dir / f"{problem}_{method}.msgpack", final)
                 rec = {"config": config, "problem": problem, "model": prob["name"], "method": method,
                        "num_params": int(sum(np.size(a) for a in jax.tree.leaves(prob["params"]))),
                        "steps": cfg.steps(problem, method), "device": _device_text(), **curv,
