@@ -51,6 +51,7 @@ from kan_jax.curvature import operators as ops
 from kan_jax.curvature import stochastic as st
 from kan_jax.curvature._trace import jit_call
 from kan_jax.curvature.lanczos import Eigenpairs, LanczosResult, eigenpairs, lanczos_tree, tridiagonal_eigh
+from kan_jax.curvature.oracle import DEFAULT_MAX_PARAMS, exact_spectrum, hessian_matrix
 from kan_jax.curvature.stochastic import SpectralDensity, TraceEstimate
 
 PyTree = Any
@@ -80,11 +81,6 @@ __all__ = [
     "spectral_density",
     "gaussian_density",
 ]
-
-#: Default limit on the number of parameters for which a dense Hessian is built
-#: (10,000 parameters: an 800 MB float64 matrix and 10,000 HVPs).
-DEFAULT_MAX_PARAMS = 10_000
-
 
 class Eigenpair(NamedTuple):
     """One eigenpair (from :func:`min_eigenpair`): ``eigenvalue``, unit ``eigenvector``
@@ -137,22 +133,6 @@ def _prepare(batches, weights):
             raise ValueError("weights given without batches")
         return None, None
     return batches, ops.batch_weights(batches, weights)
-
-
-def _loss_and_data(loss_fn, batches, weights):
-    """``(flat total loss builder)``: ``L(params)`` as a function for the dense oracle."""
-    if batches is None:
-        return loss_fn
-
-    def total(p):
-        def body(acc, xs):
-            b, w = xs
-            return acc + w.astype(acc.dtype) * loss_fn(p, b), None
-
-        dtype = jnp.result_type(*jax.tree.leaves(p))
-        return jax.lax.scan(body, jnp.zeros((), dtype), (batches, weights))[0]
-
-    return total
 
 
 def _bind(loss_fn, params, batches, weights):
@@ -270,75 +250,6 @@ def augmented_operator(
     g, matvec = hessian_operator(loss_fn, params, batches=batches, weights=weights)
     amv = ops.augmented(lambda v: matvec(v))
     return lambda vt: amv(vt, g, delta)
-
-
-# --------------------------------------------------------------------------------------------
-# Dense Hessian (exact oracle for small models)
-# --------------------------------------------------------------------------------------------
-def _check_size(params, max_params: int | None, what: str) -> int:
-    n = _num_params(params)
-    if max_params is not None and n > max_params:
-        gib = n * n * 8 / 2**30
-        raise ValueError(
-            f"{what}: the model has {n:,} parameters, more than max_params={max_params:,} "
-            f"(a dense {n:,} x {n:,} Hessian is {gib:.1f} GiB in float64 and costs {n:,} HVPs). "
-            "Use the Lanczos-based top_eigenpairs / min_eigenpair / spectral_density / "
-            "hessian_trace instead, or raise max_params."
-        )
-    return n
-
-
-def _hessian_impl(loss_fn, params, batches, weights):
-    x0, unravel = ravel_pytree(params)
-    total = _loss_and_data(loss_fn, batches, weights)
-    return jax.hessian(lambda x: total(unravel(x)))(x0)
-
-
-def hessian_matrix(
-    loss_fn: LossFn,
-    params: PyTree,
-    *,
-    batches: PyTree | None = None,
-    weights: Sequence[float] | Array | None = None,
-    max_params: int | None = DEFAULT_MAX_PARAMS,
-    precision: str | None = "highest",
-) -> Array:
-    r"""Dense Hessian ``H_{ij} = d^2 L / d theta_i d theta_j`` of the raveled parameters.
-
-    :func:`jax.hessian` of the flat loss: the exact oracle for small models (``O(n)`` HVPs,
-    ``O(n^2)`` memory). Raises ``ValueError`` above ``max_params`` parameters.
-    """
-    _check_size(params, max_params, "hessian_matrix")
-    batches, w = _prepare(batches, weights)
-    with _precision_ctx(precision):
-        return jit_call(_hessian_impl, loss_fn, params, batches, w)
-
-
-def _exact_spectrum_impl(loss_fn, params, batches, weights, eigenvectors):
-    h = _hessian_impl(loss_fn, params, batches, weights)
-    h = 0.5 * (h + h.T)
-    if not eigenvectors:
-        return jnp.linalg.eigvalsh(h)
-    evals, evecs = jnp.linalg.eigh(h)
-    return evals, jax.vmap(ravel_pytree(params)[1])(evecs.T)
-
-
-def exact_spectrum(
-    loss_fn: LossFn,
-    params: PyTree,
-    *,
-    batches: PyTree | None = None,
-    weights: Sequence[float] | Array | None = None,
-    eigenvectors: bool = False,
-    max_params: int | None = DEFAULT_MAX_PARAMS,
-    precision: str | None = "highest",
-) -> Array | tuple[Array, PyTree]:
-    """All Hessian eigenvalues (ascending) by ``eigh`` of the dense, symmetrised Hessian;
-    with ``eigenvectors=True`` also the eigenvectors (params-shaped, leading axis ``n``)."""
-    _check_size(params, max_params, "exact_spectrum")
-    batches, w = _prepare(batches, weights)
-    with _precision_ctx(precision):
-        return jit_call(_exact_spectrum_impl, loss_fn, params, batches, w, bool(eigenvectors))
 
 
 # --------------------------------------------------------------------------------------------
