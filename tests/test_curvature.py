@@ -206,7 +206,7 @@ def test_hutchinson_and_hutch_plus_plus_are_unbiased():
 
 def test_hutch_plus_plus_beats_hutchinson_at_equal_budget():
     """Decaying spectrum, 30 HVPs each, through the loss-based hessian_trace over 40 keys:
-    Hutch++'s RMS error is at most half of Hutchinson's (observed: about a tenth)."""
+    Hutch++'s RMS error is at most half of Hutchinson's (observed: 0.29% against 0.90% of the trace)."""
     sq, p, b = _decaying_problem()
     exact = np.trace(dense_hessian(lambda q: sq(q, b), p))
     err = {}
