@@ -43,7 +43,8 @@ def _prepare(batches, weights):
 
 
 def _loss_and_data(loss_fn, batches, weights):
-    """``(flat total loss builder)``: ``L(params)`` as a function for the dense oracle."""
+    """The analysed loss ``L(params)``: ``loss_fn`` itself, or ``sum_b w_b loss_fn(params, B_b)``
+    over stacked batches (one ``lax.scan``)."""
     if batches is None:
         return loss_fn
 
@@ -58,7 +59,6 @@ def _loss_and_data(loss_fn, batches, weights):
     return total
 
 
-# --------------------------------------------------------------------------------------------
 def _check_size(params, max_params: int | None, what: str) -> int:
     n = _num_params(params)
     if max_params is not None and n > max_params:
