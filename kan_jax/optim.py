@@ -33,6 +33,9 @@ __all__ = [
     "scale_by_dgclip",
     "dgclip",
     "gclip",
+    "ScaleByHSODMState",
+    "scale_by_hsodm",
+    "hsodm",
 ]
 
 MaskOrFn = Optional[Union[Any, Callable[[optax.Params], Any]]]
@@ -425,3 +428,7 @@ def gclip(
     """
     return dgclip(learning_rate=learning_rate, gamma=gamma, delta=0.0,
                   weight_decay=weight_decay, mask=mask)
+
+
+# The second-order method lives in its own module; re-exported here with the first-order ones.
+from kan_jax.hsodm import ScaleByHSODMState, hsodm, scale_by_hsodm  # noqa: E402

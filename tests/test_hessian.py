@@ -141,10 +141,18 @@ def test_dataset_hvp_equals_full_data_hvp(trace64):
     stacked = (x.reshape(4, 16, -1), y.reshape(4, 16, -1))
     got = flat(hs.dataset_hvp(batch_loss, P64, v, stacked))
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13 * np.linalg.norm(ref))
-    # ragged list of batches: weights default to the sample counts 10, 20, 34
-    ragged = [(x[:10], y[:10]), (x[10:30], y[10:30]), (x[30:], y[30:])]
-    got = flat(hs.dataset_hvp(batch_loss, P64, v, ragged))
-    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13 * np.linalg.norm(ref))
+    # explicit per-batch weights: sum_b w_b H_b v against the HVP of the weighted loss
+    w = np.array([1.0, 2.0, 3.0, 4.0])
+    parts = [(x[16 * i:16 * (i + 1)], y[16 * i:16 * (i + 1)]) for i in range(4)]
+    weighted = lambda p: sum(wi / w.sum() * batch_loss(p, b) for wi, b in zip(w, parts))  # noqa: E731
+    ref_w = flat(hs.hvp(weighted, P64, v))
+    got = flat(hs.dataset_hvp(batch_loss, P64, v, stacked, weights=w))
+    np.testing.assert_allclose(got, ref_w, rtol=0, atol=1e-13 * np.linalg.norm(ref_w))
+    # one batch form only: a Python list of batches is refused with a pointer to stack_batches
+    with pytest.raises(TypeError, match=r"stacked pytree.*list of 4.*stack_batches"):
+        hs.dataset_hvp(batch_loss, P64, v, parts)
+    with pytest.raises(ValueError, match=r"weights must have shape \(4,\)"):
+        hs.dataset_hvp(batch_loss, P64, v, stacked, weights=[1.0, 2.0])
     # the same batches drive the analysis functions: trace of the data-averaged operator
     t_data = hs.hessian_trace(batch_loss, P64, key=jax.random.key(6), max_probes=100, rel_stderr_tol=None, batches=stacked)
     np.testing.assert_allclose(np.asarray(t_data.samples), np.asarray(trace64.samples), rtol=1e-11)
