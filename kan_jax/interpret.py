@@ -56,6 +56,7 @@ __all__ = [
     "from_params",
     "from_linen",
     "from_nnx",
+    "pykan_init",
     "to_linen",
     "layer_edge_activations",
     "forward",
@@ -64,6 +65,7 @@ __all__ = [
     "node_scores",
     "activation_regularizer",
     "mse_loss",
+    "input_extents",
     "prune",
     "prune_mask",
     "update_grids",
@@ -177,6 +179,26 @@ def from_params(
             }
         )
     return KANNet(params, state, KANSpec(int(order), base_activation))
+
+
+def pykan_init(net: KANNet, scale_base: float = 1.0, scale_spline: float = 1.0) -> KANNet:
+    """``net`` with pykan's initial scales: every ``base_weight = scale_base`` and
+    ``spline_scaler = scale_spline`` (the splines keep their small random coefficients).
+
+    efficient-kan draws both uniformly around zero with random signs; pykan starts every edge
+    as ``silu(x) + small spline``, a symmetric start from which the sparsity regulariser
+    reliably selects few nodes (the tutorial's ``[2, 5, 1] -> [2, 1, 1]``).
+    """
+    params = []
+    for p in net.params:
+        q = dict(p)
+        q["base_weight"] = jnp.full_like(p["base_weight"], scale_base)
+        if "spline_scaler" in p:
+            q["spline_scaler"] = jnp.full_like(p["spline_scaler"], scale_spline)
+        else:
+            q["spline_weight"] = p["spline_weight"] * scale_spline
+        params.append(q)
+    return KANNet(params, list(net.state), net.spec)
 
 
 def from_linen(model: Any, variables: Any) -> KANNet:
@@ -364,6 +386,7 @@ def activation_regularizer(
     lamb_entropy: float = 2.0,
     lamb_coef: float = 0.0,
     lamb_coefdiff: float = 0.0,
+    input_scales: Optional[Sequence[jax.Array]] = None,
 ) -> jax.Array:
     r"""The KAN paper's sample-based sparsity regulariser (pykan's ``reg``), without ``lamb``.
 
@@ -383,12 +406,18 @@ def activation_regularizer(
         Edge activations per layer, ``(B, out, in)`` (from :func:`forward`).
     params:
         Layer params; needed only when ``lamb_coef`` or ``lamb_coefdiff`` is non-zero.
+    input_scales:
+        Optional ``(in,)`` per layer: every edge's L1 norm is divided by the scale of its input
+        (pykan divides by the extent of the input's grid, :func:`input_extents`), so an edge
+        that amplifies a small-range input is not cheap.
     """
     if params is None and any(isinstance(v, (int, float)) and v != 0 for v in (lamb_coef, lamb_coefdiff)):
         raise ValueError("lamb_coef / lamb_coefdiff need the layer params; got params=None")
     total = jnp.zeros((), acts[0].dtype)
     for l, a in enumerate(acts):
         l1 = jnp.mean(jnp.abs(a), axis=0)
+        if input_scales is not None:
+            l1 = l1 / input_scales[l][None, :]
         s = jnp.sum(l1)
         p = l1 / jnp.where(s == 0, 1.0, s)
         total = total + lamb_l1 * s - lamb_entropy * jnp.sum(jax.scipy.special.xlogy(p, p))
@@ -399,6 +428,15 @@ def activation_regularizer(
     return total
 
 
+def input_extents(state: Sequence[LayerState], spline_order: int, floor: float = 1e-4) -> list[jax.Array]:
+    """Extent of every layer's interior grid per input, ``grid[:, G + k] - grid[:, k] + floor``.
+
+    After a grid update this is the range of the inputs the layer saw (plus the margins).
+    """
+    k = spline_order
+    return [s["grid"][:, -k - 1] - s["grid"][:, k] + floor for s in state]
+
+
 def mse_loss(
     params: Sequence[LayerParams],
     state: Sequence[LayerState],
@@ -407,13 +445,19 @@ def mse_loss(
     spec: KANSpec,
     reg: Optional[dict[str, float]] = None,
 ) -> jax.Array:
-    """Mean squared error plus ``reg["lamb"] *`` :func:`activation_regularizer` (pure)."""
+    """Mean squared error plus ``reg["lamb"] *`` :func:`activation_regularizer` (pure).
+
+    ``reg`` holds ``lamb`` and the regulariser's weights, and ``normalize`` (> 0: divide the
+    edge norms by :func:`input_extents`, as pykan does).
+    """
     pred, _, acts = forward(params, state, x, spec)
     loss = jnp.mean((pred - y) ** 2)
     if reg:
         reg = dict(reg)
         lamb = reg.pop("lamb", 0.0)
-        loss = loss + lamb * activation_regularizer(acts, params, **reg)
+        normalize = reg.pop("normalize", 0.0)
+        scales = [jnp.where(normalize > 0, e, 1.0) for e in input_extents(state, spec.spline_order)]
+        loss = loss + lamb * activation_regularizer(acts, params, input_scales=scales, **reg)
     return loss
 
 
@@ -504,46 +548,53 @@ def update_grids(net: KANNet, x: jax.Array, grid_eps: float = 0.02, margin: floa
     return KANNet(params, state, net.spec)
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "steps", "memory_size"))
-def _lbfgs_run(params, state, x, y, reg, spec, steps, memory_size):
+@functools.partial(jax.jit, static_argnames=("spec", "memory_size"))
+def _lbfgs_run(params, state, x, y, reg, steps, spec, memory_size):
+    # ``steps`` is traced (a while loop): one compilation per network shape, any step count.
     def loss(p):
         return mse_loss(p, state, x, y, spec, reg)
 
     opt = optax.lbfgs(memory_size=memory_size)
     vg = optax.value_and_grad_from_state(loss)
 
-    def step(carry, _):
-        p, s = carry
+    def step(_, carry):
+        p, s, _ = carry
         value, grad = vg(p, state=s)
         updates, s = opt.update(grad, s, p, value=value, grad=grad, value_fn=loss)
-        p = optax.apply_updates(p, updates)
-        return (p, s), value
+        return optax.apply_updates(p, updates), s, value
 
-    (params, _), history = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-    return params, history
+    first = loss(params)
+    params, _, last = jax.lax.fori_loop(0, steps, step, (params, opt.init(params), first))
+    return params, jnp.stack([first, loss(params)])
 
 
-@functools.partial(jax.jit, static_argnames=("spec", "steps"))
-def _adam_run(params, state, x, y, reg, lr, spec, steps):
+@functools.partial(jax.jit, static_argnames=("spec",))
+def _adam_run(params, state, x, y, reg, lr, steps, spec):
     def loss(p):
         return mse_loss(p, state, x, y, spec, reg)
 
     opt = optax.adam(lr)
 
-    def step(carry, _):
+    def step(_, carry):
         p, s = carry
-        value, grad = jax.value_and_grad(loss)(p)
+        grad = jax.grad(loss)(p)
         updates, s = opt.update(grad, s, p)
-        return (optax.apply_updates(p, updates), s), value
+        return optax.apply_updates(p, updates), s
 
-    (params, _), history = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
-    return params, history
+    first = loss(params)
+    params, _ = jax.lax.fori_loop(0, steps, step, (params, opt.init(params)))
+    return params, jnp.stack([first, loss(params)])
 
 
-def _reg_dict(lamb, lamb_l1, lamb_entropy, lamb_coef, lamb_coefdiff):
-    if lamb == 0:
-        return None
-    return {"lamb": lamb, "lamb_l1": lamb_l1, "lamb_entropy": lamb_entropy, "lamb_coef": lamb_coef, "lamb_coefdiff": lamb_coefdiff}
+_REG_DEFAULTS = dict(lamb=0.0, lamb_l1=1.0, lamb_entropy=2.0, lamb_coef=0.0, lamb_coefdiff=0.0, normalize=True)
+
+
+def _reg_dict(**kw: float) -> dict[str, float]:
+    # Always a dict of floats (traced): training with and without the regulariser compiles once.
+    bad = sorted(set(kw) - set(_REG_DEFAULTS))
+    if bad:
+        raise TypeError(f"unknown regulariser arguments {bad}; expected some of {sorted(_REG_DEFAULTS)}")
+    return {k: float(v) for k, v in {**_REG_DEFAULTS, **kw}.items()}
 
 
 def train_lbfgs(
@@ -552,11 +603,12 @@ def train_lbfgs(
     """``steps`` L-BFGS iterations (optax's, zoom line search) on ``mse + lamb * R``.
 
     ``reg`` takes ``lamb``, ``lamb_l1``, ``lamb_entropy``, ``lamb_coef``, ``lamb_coefdiff``
-    (see :func:`activation_regularizer`). One compiled ``lax.scan``; returns the new network and
-    the loss before every step.
+    (see :func:`activation_regularizer`). One compiled loop (the step count is traced, so any
+    count reuses the compilation); returns the new network and the loss ``[before, after]``.
+    (One of pykan's L-BFGS "steps" is up to 20 iterations of PyTorch's L-BFGS.)
     """
-    r = _reg_dict(**{**dict(lamb=0.0, lamb_l1=1.0, lamb_entropy=2.0, lamb_coef=0.0, lamb_coefdiff=0.0), **reg})
-    params, hist = _lbfgs_run(list(net.params), list(net.state), jnp.asarray(x), jnp.asarray(y), r, net.spec, int(steps), memory_size)
+    r = _reg_dict(**reg)
+    params, hist = _lbfgs_run(list(net.params), list(net.state), jnp.asarray(x), jnp.asarray(y), r, int(steps), net.spec, memory_size)
     return KANNet(list(params), list(net.state), net.spec), np.asarray(hist)
 
 
@@ -564,8 +616,8 @@ def train_adam(
     net: KANNet, x: jax.Array, y: jax.Array, steps: int, *, lr: float = 1e-2, **reg: float
 ) -> tuple[KANNet, np.ndarray]:
     """``steps`` full-batch Adam steps on ``mse + lamb * R`` (see :func:`train_lbfgs`)."""
-    r = _reg_dict(**{**dict(lamb=0.0, lamb_l1=1.0, lamb_entropy=2.0, lamb_coef=0.0, lamb_coefdiff=0.0), **reg})
-    params, hist = _adam_run(list(net.params), list(net.state), jnp.asarray(x), jnp.asarray(y), r, lr, net.spec, int(steps))
+    r = _reg_dict(**reg)
+    params, hist = _adam_run(list(net.params), list(net.state), jnp.asarray(x), jnp.asarray(y), r, lr, int(steps), net.spec)
     return KANNet(list(params), list(net.state), net.spec), np.asarray(hist)
 
 

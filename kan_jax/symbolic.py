@@ -48,6 +48,7 @@ __all__ = [
     "suggest_symbolic",
     "fix_symbolic",
     "auto_symbolic",
+    "with_library",
     "symbolic_formula",
     "round_floats",
 ]
@@ -402,6 +403,17 @@ def _with_function(net: KANNet, f: SymbolicFunction) -> tuple[KANNet, int]:
     return KANNet(net.params, net.state, spec), len(names)
 
 
+def with_library(net: KANNet, lib: Optional[Sequence[Union[str, SymbolicFunction]]] = None) -> KANNet:
+    """``net`` with the library's functions registered in its spec (edges unchanged).
+
+    Snapping edges to registered functions later keeps the spec, so compiled training and
+    forward functions are reused (a new function in the spec means a new compilation).
+    """
+    for f in get_library(lib):
+        net, _ = _with_function(net, f)
+    return net
+
+
 def _set_edges(net: KANNet, l: int, edges: Sequence[tuple[int, int]], idxs, thetas) -> KANNet:
     params = [dict(p) for p in net.params]
     state = [dict(s) for s in net.state]
@@ -507,7 +519,12 @@ def round_floats(expr: Any, digits: int) -> Any:
     reps = {}
     for f in expr.atoms(sympy.Float):
         r = round(float(f), digits)
-        reps[f] = sympy.Integer(int(r)) if r == int(r) else sympy.Float(r, max(digits + 2, 15))
+        if r == int(r):
+            reps[f] = sympy.Integer(int(r))
+            continue
+        text = f"{r:.{digits}f}".rstrip("0").rstrip(".")
+        significant = len(text.replace("-", "").replace(".", "").lstrip("0"))
+        reps[f] = sympy.Float(text, max(significant, 1))
     return expr.xreplace(reps)
 
 
