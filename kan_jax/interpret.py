@@ -420,7 +420,10 @@ def activation_regularizer(
             l1 = l1 / input_scales[l][None, :]
         s = jnp.sum(l1)
         p = l1 / jnp.where(s == 0, 1.0, s)
-        total = total + lamb_l1 * s - lamb_entropy * jnp.sum(jax.scipy.special.xlogy(p, p))
+        # p log p with 0 log 0 = 0 and a finite gradient at p = 0 (pruned edges have p = 0;
+        # xlogy's derivative log p + 1 is -inf there, and 0 * inf would poison the gradient).
+        plogp = p * jnp.log(jnp.where(p > 0, p, 1.0))
+        total = total + lamb_l1 * s - lamb_entropy * jnp.sum(plogp)
         if params is not None:
             w = params[l]["spline_weight"]
             total = total + lamb_coef * jnp.sum(jnp.mean(jnp.abs(w), -1))
@@ -586,7 +589,7 @@ def _adam_run(params, state, x, y, reg, lr, steps, spec):
     return params, jnp.stack([first, loss(params)])
 
 
-_REG_DEFAULTS = dict(lamb=0.0, lamb_l1=1.0, lamb_entropy=2.0, lamb_coef=0.0, lamb_coefdiff=0.0, normalize=True)
+_REG_DEFAULTS = dict(lamb=0.0, lamb_l1=1.0, lamb_entropy=2.0, lamb_coef=0.0, lamb_coefdiff=0.0, normalize=False)
 
 
 def _reg_dict(**kw: float) -> dict[str, float]:
