@@ -65,7 +65,14 @@ class HelloConfig:
 
 PRESETS = {
     "full": HelloConfig(),
-    "quick": HelloConfig(steps=(100, 200, 200), train_num=200, test_num=200, grid_update_every=50, stop_grid_update_step=100),
+    "quick": HelloConfig(
+        steps=(100, 200, 200),
+        train_num=200,
+        test_num=200,
+        grid_update_every=50,
+        stop_grid_update_step=100,
+        lib=("x", "x^2", "exp", "sin"),  # a smaller library compiles faster
+    ),
 }
 
 

@@ -1,6 +1,6 @@
 """kan-jax: Kolmogorov-Arnold Networks in JAX/Flax, delta-GClip, Hessian and loss-landscape tools."""
 
-from kan_jax import checkpoint, data, functional, hessian, landscape, splines, train
+from kan_jax import checkpoint, data, functional, hessian, interpret, landscape, splines, symbolic, train
 from kan_jax.checkpoint import CheckpointError, load_params, save_params
 from kan_jax.data import DataError, create_dataset, load_mnist, preprocess_mnist
 from kan_jax.layers import (
@@ -40,6 +40,7 @@ __all__ = [
     "hessian_trace",
     "hvp",
     "interpolate",
+    "interpret",
     "lanczos",
     "landscape",
     "load_params",
@@ -66,6 +67,7 @@ __all__ = [
     "regularization_loss",
     "scale_by_dgclip",
     "splines",
+    "symbolic",
     "to_efficient_kan",
     "train",
     "update_grid",
