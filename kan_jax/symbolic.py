@@ -516,6 +516,15 @@ def round_floats(expr: Any, digits: int) -> Any:
 
     Numbers that round to integers become SymPy integers (so ``1.0*x`` prints as ``x``).
     """
+    for _ in range(5):  # products of rounded numbers are evaluated again: round to a fixed point
+        new = _round_once(expr, digits)
+        if new == expr:
+            break
+        expr = new
+    return expr
+
+
+def _round_once(expr: Any, digits: int) -> Any:
     reps = {}
     for f in expr.atoms(sympy.Float):
         r = round(float(f), digits)
