@@ -114,7 +114,6 @@ class KANNet(NamedTuple):
         )
 
 
-_LAYER_KEYS = ("base_weight", "spline_weight", "spline_scaler")
 
 
 def from_params(
@@ -155,7 +154,7 @@ def from_params(
                 f"layer {idx}: expected spline_weight (out={out_f}, in={in_f}, n) and grid (in={in_f}, M), "
                 f"got {tuple(sw.shape)} and {tuple(g.shape)}"
             )
-        k = splines.spline_order_of(g, sw.shape[-1])
+        k = g.shape[-1] - sw.shape[-1] - 1
         if order is None:
             order = k
         elif k != order:
@@ -533,22 +532,39 @@ def prune(net: KANNet, x: jax.Array, threshold: float = 1e-2, edge_threshold: Op
 def update_grids(net: KANNet, x: jax.Array, grid_eps: float = 0.02, margin: float = 0.01) -> KANNet:
     """Adapt every layer's grid to the inputs it sees on ``x`` and refit its splines.
 
-    Layer by layer (inputs recomputed with the updated earlier layers), with
-    :func:`kan_jax.functional.layer_update_grid`; the numeric edges keep their function on the
-    samples up to the least-squares residual, symbolic and masked edges are untouched.
+    Layer by layer (inputs recomputed with the updated earlier layers), as
+    :func:`kan_jax.functional.layer_update_grid` does (spline outputs on the samples,
+    :func:`kan_jax.splines.adaptive_grid`, least-squares refit of the scaled weights): the numeric
+    edges keep their function on the samples up to the least-squares residual; the base branch,
+    the symbolic constants and the masks are untouched.
     """
     params, state = list(net.params), [dict(s) for s in net.state]
     h = jnp.asarray(x)
     for l in range(len(params)):
-        lp = params[l]
-        core = {k: lp[k] for k in _LAYER_KEYS if k in lp}
-        new_core, new_grid = functional.layer_update_grid(
-            core, state[l]["grid"], h, spline_order=net.spec.spline_order, grid_eps=grid_eps, margin=margin
-        )
-        params[l] = {**lp, **new_core}
+        new_w, new_grid = _refit_layer(params[l], state[l]["grid"], h, net.spec.spline_order, grid_eps, margin)
+        params[l] = {**params[l], "spline_weight": new_w}
         state[l]["grid"] = new_grid
         h = jnp.sum(layer_edge_activations(params[l], state[l], h, net.spec), axis=-1)
     return KANNet(params, state, net.spec)
+
+
+@functools.partial(jax.jit, static_argnames=("spline_order",))
+def _refit_layer(lp, grid, x, spline_order, grid_eps, margin):
+    # The spline outputs on the samples, a new adaptive grid, their least-squares refit; the raw
+    # weight is the fit divided by the scaler (0 where the scaler is 0), so that the scaled
+    # weight equals the fit. Built on the stable kan_jax.splines API only.
+    k = spline_order
+    w = functional.scaled_spline_weight(lp)
+    fit_dtype = jnp.promote_types(w.dtype, jnp.float32)
+    x = x.astype(fit_dtype)
+    y = jnp.einsum("bij,oij->bio", splines.b_spline_bases(x, grid.astype(fit_dtype), k), w.astype(fit_dtype))
+    new_grid = splines.adaptive_grid(x, grid.shape[-1] - 2 * k - 1, k, grid_eps, margin)
+    fitted = splines.fit_spline_coefficients(x, y, new_grid, k)
+    scaler = lp.get("spline_scaler")
+    if scaler is not None:
+        s = scaler[..., None].astype(fit_dtype)
+        fitted = jnp.where(s == 0, 0.0, fitted / jnp.where(s == 0, 1.0, s))
+    return fitted.astype(lp["spline_weight"].dtype), new_grid.astype(grid.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("spec", "memory_size"))

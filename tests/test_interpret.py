@@ -12,6 +12,7 @@ import pytest
 from flax import nnx
 
 from kan_jax import KAN
+from kan_jax import functional as F
 from kan_jax import interpret as I
 from kan_jax import nnx as kan_nnx
 
@@ -153,6 +154,10 @@ def test_adam_training_reduces_the_loss_and_grid_update_keeps_the_function():
     assert hist[1] < 0.1 * hist[0]
     # same grid size: the refit reproduces the splines on the samples up to least squares
     upd = I.update_grids(trained, x)
+    core = {k: v for k, v in trained.params[0].items() if k != "affine"}
+    ref_params, ref_grid = F.layer_update_grid(core, trained.state[0]["grid"], x, spline_order=3)
+    np.testing.assert_allclose(np.asarray(upd.state[0]["grid"]), np.asarray(ref_grid), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(upd.params[0]["spline_weight"]), np.asarray(ref_params["spline_weight"]), rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(
         np.asarray(I.apply(upd.params, upd.state, x, upd.spec)),
         np.asarray(I.apply(trained.params, trained.state, x, trained.spec)),
