@@ -1,6 +1,19 @@
 """kan-jax: Kolmogorov-Arnold Networks in JAX/Flax, delta-GClip, Hessian and loss-landscape tools."""
 
-from kan_jax import checkpoint, data, functional, hessian, io, landscape, numerics, splines, train
+from kan_jax import (
+    checkpoint,
+    curvature,
+    data,
+    functional,
+    hessian,
+    interpret,
+    io,
+    landscape,
+    numerics,
+    splines,
+    symbolic,
+    train,
+)
 from kan_jax.checkpoint import CheckpointError, load_params, save_params
 from kan_jax.data import DataError, create_dataset, load_mnist, preprocess_mnist
 from kan_jax.functional import KANLayerConfig
@@ -41,6 +54,8 @@ __all__ = [
     "hessian_trace",
     "hvp",
     "interpolate",
+    "curvature",
+    "interpret",
     "io",
     "lanczos",
     "landscape",
@@ -70,6 +85,7 @@ __all__ = [
     "regularization_loss",
     "scale_by_dgclip",
     "splines",
+    "symbolic",
     "to_efficient_kan",
     "train",
     "update_grid",
