@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 
+import jax
 import pytest
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -28,7 +29,18 @@ def test_python_blocks_are_found():
     assert len(python_blocks(README.read_text())) >= 4
 
 
-def test_readme_python_blocks_run_in_order(tmp_path, monkeypatch):
+@pytest.fixture
+def default_jax_config():
+    """JAX as a reader has it: the test session's float64 switched off for this test."""
+    x64 = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", x64)
+
+
+def test_readme_python_blocks_run_in_order(tmp_path, monkeypatch, default_jax_config):
     monkeypatch.chdir(tmp_path)  # files an example writes (figures) land here
     namespace: dict = {"__name__": "readme"}
     for line, code in python_blocks(README.read_text()):
