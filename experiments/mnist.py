@@ -14,6 +14,13 @@ Usage::
 
     python -m experiments.mnist --data-dir ../shared/data/mnist        # the full study
     python -m experiments.mnist --quick --data-dir ../shared/data/mnist  # a smoke run
+
+More devices (see README, "More devices"): ``--devices N`` (default: all devices) spreads each
+algorithm's vmapped seeds over devices and splits every batch over the rest
+(:func:`kan_jax.sharding.plan_mesh`); ``--coordinator-address``, ``--num-processes`` and
+``--process-id`` (or ``$JAX_COORDINATOR_ADDRESS``, ``$JAX_NUM_PROCESSES``, ``$JAX_PROCESS_ID``)
+start the same study on several processes or hosts, each writing only its own runs (seed ``j``
+of the list goes to process ``j mod P``) and process 0 writing the summary of all of them.
 """
 from __future__ import annotations
 
@@ -31,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kan_jax import KAN
+from kan_jax import sharding
 from kan_jax.checkpoint import atomic_write
 from kan_jax.data import DataError, load_mnist, preprocess_mnist
 from kan_jax.train import ALGORITHMS, init_train_state, make_epoch_fn, make_optimizer, num_batches
@@ -111,13 +119,16 @@ def train_algorithm(
     *,
     vmap_seeds: bool = True,
     progress: bool = True,
+    devices: Optional[int] = None,
 ) -> list[dict[str, Any]]:
     """Train ``seeds`` of one algorithm; returns one record (per-epoch metrics) per seed.
 
     Each seed's PRNG key ``jax.random.key(seed)`` is split into an initialisation key and a
     shuffling key; epoch ``e`` shuffles with ``fold_in(shuffle_key, e)``. With ``vmap_seeds``
     all seeds run in one compiled program; otherwise one after the other, unbatched (same
-    numbers up to float rounding).
+    numbers up to float rounding). ``devices``: run on a mesh of that many devices (seeds split
+    over devices, then batches; :func:`kan_jax.sharding.plan_mesh`), same numbers up to float
+    rounding; ``None``: the default device alone.
     """
     x_train, y_train, x_test, y_test = data
     steps = num_batches(x_train.shape[0], config.batch_size)
@@ -130,22 +141,36 @@ def train_algorithm(
     # backend handles a batch dimension of size 1 in its matrix products much less well.
     batched = vmap_seeds and len(seeds) > 1
     groups = [list(range(len(seeds)))] if batched else [[i] for i in range(len(seeds))]
-    epoch_fn = make_epoch_fn(model, tx, config.batch_size, config.eval_batch_size, vmap_seeds=batched)
-    init = lambda k: init_train_state(model, tx, k, x_train[:1])  # noqa: E731
+    # --- more devices (issue 12): a mesh, and data/state/keys placed on it ---------------------
+    mesh, sample_x = None, x_train[:1]
+    if devices is not None:
+        mesh = sharding.plan_mesh(devices, len(groups[0]), (config.batch_size, config.eval_batch_size))
+        data = sharding.place(tuple(np.asarray(a) for a in data), sharding.replicated(mesh))
+        x_train, y_train, x_test, y_test = data
+    key_sharding = None if mesh is None else (sharding.seed_sharding(mesh) if batched else sharding.replicated(mesh))
+    # -------------------------------------------------------------------------------------------
+    epoch_fn = make_epoch_fn(model, tx, config.batch_size, config.eval_batch_size, vmap_seeds=batched, mesh=mesh)
+    init = lambda k: init_train_state(model, tx, k, sample_x)  # noqa: E731
     fold = jax.random.fold_in
     if batched:
         init, fold = jax.vmap(init), jax.vmap(fold, in_axes=(0, None))
     init = jax.jit(init)
     history: list[list[dict[str, float]]] = [[] for _ in seeds]
-    bar = _progress_bar(total=config.epochs * len(groups), desc=f"{algo:>6}", enabled=progress)
+    bar = _progress_bar(total=config.epochs * len(groups), desc=f"{algo:>6}", enabled=progress and jax.process_index() == 0)
     start = time.perf_counter()
     for group in groups:
         select = np.array(group) if batched else group[0]
         state = init(init_keys[select])
+        if mesh is not None:
+            state = jax.device_get(state)
+            state = sharding.place(state, sharding.state_shardings(mesh, tx, state, seed_axis=batched))
         for epoch in range(config.epochs):
             t0 = time.perf_counter()
-            state, metrics = epoch_fn(state, fold(shuffle_keys[select], epoch), x_train, y_train, x_test, y_test)
-            metrics = {name: np.reshape(values, -1) for name, values in jax.device_get(metrics).items()}
+            epoch_key = fold(shuffle_keys[select], epoch)
+            if mesh is not None:
+                epoch_key = sharding.place(epoch_key, key_sharding)
+            state, metrics = epoch_fn(state, epoch_key, x_train, y_train, x_test, y_test)
+            metrics = {name: np.reshape(values, -1) for name, values in sharding.gather(metrics).items()}
             seconds = time.perf_counter() - t0
             lr = float(schedule(epoch * steps))
             for j, i in enumerate(group):
@@ -173,7 +198,14 @@ def train_algorithm(
                 "steps_per_epoch": steps,
                 "epochs": history[i],
                 "final": {k: v for k, v in history[i][-1].items() if k not in ("epoch", "seconds")},
-                "timing": {"algorithm_seconds": elapsed, "seeds_in_program": len(groups[0]), "device": str(jax.devices()[0])},
+                "timing": {
+                    "algorithm_seconds": elapsed,
+                    "seeds_in_program": len(groups[0]),
+                    "device": str(jax.devices()[0]),
+                    "devices": [str(jax.devices()[0])] if mesh is None else sharding.mesh_device_names(mesh),
+                    "mesh": None if mesh is None else {k: int(v) for k, v in mesh.shape.items()},
+                    "processes": jax.process_count(),
+                },
             }
         )
     return records
@@ -269,6 +301,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--force", action="store_true", help="recompute runs already in --out-dir")
+    # --- more devices (issue 12) --------------------------------------------------------------
+    p.add_argument("--devices", type=int, default=None,
+                   help="devices to run on (default: all; seeds are spread over them, then batches)")
+    p.add_argument("--coordinator-address", default=None,
+                   help="host:port of process 0 for a multi-process run (else $JAX_COORDINATOR_ADDRESS)")
+    p.add_argument("--num-processes", type=int, default=None, help="processes in a multi-process run (else $JAX_NUM_PROCESSES)")
+    p.add_argument("--process-id", type=int, default=None, help="this process's id, 0 ... P-1 (else $JAX_PROCESS_ID)")
     return p
 
 
@@ -313,8 +352,19 @@ def run_study(
     progress: bool = True,
     plot: bool = True,
     trainer: Callable[..., list[dict[str, Any]]] = train_algorithm,
+    devices: Optional[int] = None,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) the study; returns the summary rows and writes everything to ``out_dir``."""
+    """Run (or resume) the study; returns the summary rows and writes everything to ``out_dir``.
+
+    ``devices``: passed to ``trainer`` (a mesh of that many devices; ``None``: one device). With
+    several processes (:func:`kan_jax.sharding.initialize_distributed`) every process runs the same
+    program, writes only its own runs (seed ``j`` of ``seeds`` goes to process ``j mod P``) and
+    process 0 writes the summary and figure of all runs; which runs are already done is process
+    0's view of ``out_dir`` (use a shared folder, or other processes' runs are recomputed).
+    """
+    rank, nproc = jax.process_index(), jax.process_count()
+    owner = {s: j % nproc for j, s in enumerate(seeds)}
+    extra = {} if devices is None else {"devices": devices}
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     mnist = load_mnist(data_dir)
@@ -324,22 +374,34 @@ def run_study(
     for algo in algos:
         hp = hyperparameters(algo, overrides)
         done = {} if force else {s: load_finished(run_path(out_dir, algo, s), config, hp) for s in seeds}
+        if nproc > 1:  # every process must train the same seeds: process 0 decides
+            from jax.experimental import multihost_utils
+
+            mask = np.array([done.get(s) is not None for s in seeds], np.int32)
+            mask = np.asarray(multihost_utils.broadcast_one_to_all(mask))
+            done = {s: done.get(s) if m else None for s, m in zip(seeds, mask)}
         todo = [s for s in seeds if done.get(s) is None]
         if todo:
             t0 = time.perf_counter()
-            for record in trainer(algo, todo, config, hp, data, vmap_seeds=vmap_seeds, progress=progress):
-                atomic_write(run_path(out_dir, algo, record["seed"]), json.dumps(record, indent=1) + "\n")
+            for record in trainer(algo, todo, config, hp, data, vmap_seeds=vmap_seeds, progress=progress, **extra):
+                if owner[record["seed"]] == rank:
+                    atomic_write(run_path(out_dir, algo, record["seed"]), json.dumps(record, indent=1) + "\n")
                 done[record["seed"]] = record
             seconds[algo] = time.perf_counter() - t0
-        else:
+        elif rank == 0:
             print(f"{algo:>6}: all {len(seeds)} seeds already in {out_dir}, skipped")
         records[algo] = [done[s] for s in seeds]
     total = time.perf_counter() - start
     rows = summarize(records, seconds)
     device = str(jax.devices()[0])
-    table = summary_markdown(rows, total, device)
+    used = [str(d) for d in jax.devices()[: devices or 1]]
+    if rank != 0:  # process 0 writes the summary of everyone's runs
+        return rows
+    where = device if len(used) == 1 else f"{len(used)} devices ({used[0]} ...) in {nproc} process(es)"
+    table = summary_markdown(rows, total, where)
     atomic_write(out_dir / "summary.md", table)
-    atomic_write(out_dir / "summary.json", json.dumps({"rows": rows, "total_seconds": total, "device": device}, indent=1) + "\n")
+    summary = {"rows": rows, "total_seconds": total, "device": device, "devices": used, "processes": nproc}
+    atomic_write(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     print(table)
     if plot:
         from kan_jax.plotting import plot_training_curves
@@ -353,6 +415,15 @@ def run_study(
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # More devices (issue 12): join a multi-process run first, then check --devices.
+    try:
+        sharding.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
+        devices = jax.device_count() if args.devices is None else args.devices
+        sharding.make_mesh(devices)  # a clear error if there are fewer
+    except ValueError as err:
+        parser.error(str(err))
+    # One device in one process: the plain single-device program (no mesh).
+    devices = None if devices == 1 and jax.process_count() == 1 else devices
     try:
         config, overrides = parse_config(args)
     except ValueError as err:
@@ -369,6 +440,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             force=args.force,
             progress=not args.no_progress,
             plot=not args.no_plot,
+            devices=devices,
         )
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
