@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import jax
@@ -52,22 +53,31 @@ def _one_device(tree):
     return jax.device_put(tree, jax.devices()[0])
 
 
-def check_data_parallel_epoch():
-    """4-way data parallel epoch == one-device epoch (Adam, δ-GClip), also with model sharding."""
+def _init(model, tx, x, keys):
+    """Initial train state(s) on the host (jitted: one compile instead of many eager ops)."""
+    one = lambda k: init_train_state(model, tx, k, jnp.asarray(x[:1]))  # noqa: E731
+    return jax.device_get(jax.jit(jax.vmap(one) if keys.ndim else one)(keys))
+
+
+def check_data_parallel_epoch(model_sharded: bool = False):
+    """4-way data parallel epoch == one-device epoch (Adam, δ-GClip).
+
+    ``model_sharded``: instead, δ-GClip on data=2 x model=2 with the spline weights split over
+    ``"model"``."""
     assert len(jax.devices()) == 4, jax.devices()
     x, y, xv, yv = _toy_problem()
     model = KAN([12, 8, 4], grid_size=4)
-    batch = 16  # 160 samples -> 10 steps; use 150 to keep a partial last batch
-    x, y = x[:150], y[:150]  # 10 steps, the last with 6 samples
-    for algo in ("adam", "dgclip"):
+    batch = 16
+    x, y = x[:150], y[:150]  # 10 steps, the last with 6 samples (padded and masked)
+    for algo in ("dgclip",) if model_sharded else ("adam", "dgclip"):
         tx, _ = make_optimizer(algo, 10, **({"gamma": 0.05} if algo == "dgclip" else {}))
-        state0 = jax.device_get(init_train_state(model, tx, jax.random.key(1), jnp.asarray(x[:1])))
+        state0 = _init(model, tx, x, jax.random.key(1))
         key = jax.random.key(7)
         ref_state, ref_m = make_epoch_fn(model, tx, batch, 8, vmap_seeds=False)(
             _one_device(state0), key, *map(jnp.asarray, (x, y, xv, yv))
         )
         ref_state, ref_m = jax.device_get((ref_state, ref_m))
-        for layout in (dict(), dict(model=2)):
+        for layout in [dict(model=2)] if model_sharded else [dict()]:
             mesh = sh.make_mesh(4, **layout)
             shard_model = bool(layout)
             shardings = sh.state_shardings(mesh, tx, state0, shard_model=shard_model)
@@ -78,37 +88,36 @@ def check_data_parallel_epoch():
                 assert sw.addressable_shards[0].data.shape[0] == sw.shape[0] // 2
             data = sh.place((x, y, xv, yv), sh.replicated(mesh))
             k = sh.place(key, sh.replicated(mesh))
-            new_state, m = make_epoch_fn(model, tx, batch, 8, vmap_seeds=False, mesh=mesh)(state, k, *data)
-            new_state, m = jax.device_get((new_state, m))
+            compiled = make_epoch_fn(model, tx, batch, 8, vmap_seeds=False, mesh=mesh).lower(state, k, *data).compile()
+            if not layout:  # the compiler put the gradient all-reduce in
+                assert "all-reduce" in compiled.as_text()
+            new_state, m = jax.device_get(compiled(state, k, *data))
             _close(new_state.params, ref_state.params, f"{algo} {layout} params")
             _close(new_state.opt_state, ref_state.opt_state, f"{algo} {layout} opt_state")
             _close(m, ref_m, f"{algo} {layout} metrics")
             if algo == "dgclip":  # clipping really acted, so the global norm matters
                 assert ref_m["clip_factor"] < 1, ref_m
-    # The gradient all-reduce is there: the compiled program of a data-parallel step sums over devices.
-    mesh = sh.make_mesh(4)
-    tx, _ = make_optimizer("adam", 10)
-    state0 = jax.device_get(init_train_state(model, tx, jax.random.key(1), jnp.asarray(x[:1])))
-    state = sh.place(state0, sh.state_shardings(mesh, tx, state0))
-    data = sh.place((x, y, xv, yv), sh.replicated(mesh))
-    fn = make_epoch_fn(model, tx, batch, 8, vmap_seeds=False, mesh=mesh)
-    hlo = fn.lower(state, sh.place(key, sh.replicated(mesh)), *data).compile().as_text()
-    assert "all-reduce" in hlo
+
+
+def check_model_sharded_epoch():
+    """Data x model parallel epoch (spline weights split over devices) == one-device epoch."""
+    check_data_parallel_epoch(model_sharded=True)
 
 
 def check_seed_axis_sharded():
-    """4 seeds vmapped and split over devices (seeds=4, and seeds=2 x data=2) == the vmapped program."""
+    """4 seeds vmapped and split over 4 devices == the vmapped one-device program.
+
+    (Seeds and data split together, seeds=2 x data=2, are checked by ``check_study_devices``.)"""
     x, y, xv, yv = _toy_problem(seed=3)
     model = KAN([12, 6, 4], grid_size=3)
     tx, _ = make_optimizer("dgclip", 10, gamma=0.05)
     keys = jax.random.split(jax.random.key(11), 4)
-    init = jax.jit(jax.vmap(lambda k: init_train_state(model, tx, k, jnp.asarray(x[:1]))))
-    state0 = jax.device_get(init(keys))
+    state0 = _init(model, tx, x, keys)
     shuffle = jax.random.split(jax.random.key(5), 4)
     ref_state, ref_m = jax.device_get(
         make_epoch_fn(model, tx, 16, 8)(_one_device(state0), shuffle, *map(jnp.asarray, (x, y, xv, yv)))
     )
-    for seeds in (4, 2):
+    for seeds in (4,):
         mesh = sh.make_mesh(4, seeds=seeds)
         state = sh.place(state0, sh.state_shardings(mesh, tx, state0, seed_axis=True))
         assert state.params["layers_0"]["spline_weight"].addressable_shards[0].data.shape[0] == 4 // seeds
@@ -125,13 +134,15 @@ def check_seed_axis_sharded():
         raise AssertionError("indivisible batch accepted")
 
 
-def check_sharded_hessian():
-    """Dataset HVP, Lanczos eigenpairs, Hutchinson trace and SLQ density on batches split over devices."""
+def check_sharded_hessian(more: bool = False):
+    """Dataset HVP and Lanczos top eigenpairs on batches split over devices == unsharded.
+
+    ``more``: Hutchinson trace, SLQ density and the all-reduce in the compiled HVP instead."""
     from kan_jax import hessian as hs
 
     x, y, _, _ = _toy_problem(n=200, seed=4)
     model = KAN([12, 5, 4], grid_size=3)
-    params = jax.device_get(model.init(jax.random.key(2), jnp.asarray(x[:1])))
+    params = jax.device_get(jax.jit(model.init)(jax.random.key(2), jnp.asarray(x[:1])))
     grid = params["grid"]
 
     def loss_fn(p, batch):
@@ -150,27 +161,58 @@ def check_sharded_hessian():
     ref_batches = _one_device(stacked)
     ref_p, ref_v = _one_device((p, v))
 
-    _close(hs.dataset_hvp(loss_fn, p_rep, v_rep, sharded), hs.dataset_hvp(loss_fn, ref_p, ref_v, ref_batches), "hvp", 1e-4, 1e-6)
     key = jax.random.key(0)
-    top = hs.top_eigenpairs(loss_fn, p_rep, k=2, batches=sharded, key=key)
-    top_ref = hs.top_eigenpairs(loss_fn, ref_p, k=2, batches=ref_batches, key=key)
-    np.testing.assert_allclose(np.asarray(top.eigenvalues), np.asarray(top_ref.eigenvalues), rtol=1e-4)
+    if not more:
+        _close(hs.dataset_hvp(loss_fn, p_rep, v_rep, sharded), hs.dataset_hvp(loss_fn, ref_p, ref_v, ref_batches), "hvp", 1e-4, 1e-6)
+        top = hs.top_eigenpairs(loss_fn, p_rep, k=2, batches=sharded, key=key)
+        top_ref = hs.top_eigenpairs(loss_fn, ref_p, k=2, batches=ref_batches, key=key)
+        np.testing.assert_allclose(np.asarray(top.eigenvalues), np.asarray(top_ref.eigenvalues), rtol=1e-4)
+        assert top.eigenvalues.shape == (2,)
+        return
+    # The sharded HVP reduces over devices inside the compiled program.
+    hvp_fn = hs._dataset_hvp_jit
+    if hasattr(hvp_fn, "lower"):  # private helper; skip the HLO look if it moves (issue 13 split)
+        with jax.default_matmul_precision("highest"):
+            hlo = hvp_fn.lower(loss_fn, p_rep, v_rep, sharded, jnp.full((5,), 0.2)).compile().as_text()
+        assert "all-reduce" in hlo
     tr = hs.hessian_trace(loss_fn, p_rep, batches=sharded, key=key, max_probes=8, min_probes=8)
     tr_ref = hs.hessian_trace(loss_fn, ref_p, batches=ref_batches, key=key, max_probes=8, min_probes=8)
     np.testing.assert_allclose(float(tr.mean), float(tr_ref.mean), rtol=1e-4)
     dens = hs.spectral_density(loss_fn, p_rep, batches=sharded, key=key, num_runs=2, num_steps=10)
     dens_ref = hs.spectral_density(loss_fn, ref_p, batches=ref_batches, key=key, num_runs=2, num_steps=10)
     np.testing.assert_allclose(np.asarray(dens.nodes), np.asarray(dens_ref.nodes), rtol=1e-3, atol=1e-5)
-    # The sharded HVP reduces over devices inside the compiled program.
-    with jax.default_matmul_precision("highest"):
-        hlo = hs._dataset_hvp_jit.lower(loss_fn, p_rep, v_rep, sharded, jnp.full((5,), 0.2)).compile().as_text()
-    assert "all-reduce" in hlo
+
+
+def check_sharded_hessian_more():
+    """Hutchinson trace and SLQ density on sharded batches == unsharded; the HVP all-reduces."""
+    check_sharded_hessian(more=True)
+
+
+def check_plan_mesh():
+    """Seeds get as many devices as divide them; the rest split batches; errors name the numbers."""
+    for n, seeds, batches, want in [(4, 2, (32,), (2, 2, 1)), (4, 5, (64,), (1, 4, 1)), (4, 4, (3,), (4, 1, 1)),
+                                    (2, 3, (64, 10), (1, 2, 1)), (1, 7, (5,), (1, 1, 1))]:
+        mesh = sh.plan_mesh(n, seeds, batches)
+        assert tuple(mesh.shape.values()) == want, (n, seeds, batches, dict(mesh.shape))
+    try:
+        sh.plan_mesh(4, 3, (30,))
+    except ValueError as err:
+        assert "cannot spread 3 seed(s) and batches of [30] over 4 devices" in str(err), err
+    else:
+        raise AssertionError("impossible plan accepted")
+    try:
+        sh.make_mesh(6)
+    except ValueError as err:
+        assert "asked for 6 devices but only 4 are available" in str(err), err
+        assert "xla_force_host_platform_device_count=6" in str(err), err
+    else:
+        raise AssertionError("6 of 4 devices accepted")
 
 
 def _study_argv(out, devices, data_dir):
     return [
-        "--algos", "adam", "dgclip", "--seeds", "100", "200", "--epochs", "1", "--hidden", "8",
-        "--train-subset", "256", "--test-subset", "128", "--batch-size", "32", "--eval-batch-size", "32",
+        "--algos", "dgclip", "--seeds", "100", "200", "--epochs", "1", "--hidden", "4",
+        "--train-subset", "200", "--test-subset", "64", "--batch-size", "32", "--eval-batch-size", "32",
         "--data-dir", str(data_dir), "--out-dir", str(out), "--no-plot", "--no-progress", "--devices", str(devices),
     ]
 
@@ -203,20 +245,20 @@ def check_study_devices():
         assert study.main(_study_argv(one, 1, data_dir)) == 0
         assert study.main(_study_argv(four, 4, data_dir)) == 0
         compare_study_runs(one, four)
-        r1 = json.loads((one / "adam_seed100.json").read_text())
-        r4 = json.loads((four / "adam_seed100.json").read_text())
+        r1 = json.loads((one / "dgclip_seed100.json").read_text())
+        r4 = json.loads((four / "dgclip_seed100.json").read_text())
+        assert r4["timing"]["mesh"] == {"seeds": 2, "data": 2, "model": 1}, r4["timing"]
         assert r1["timing"]["devices"] == [str(jax.devices()[0])], r1["timing"]
         assert r4["timing"]["devices"] == [str(d) for d in jax.devices()], r4["timing"]
         s1, s4 = (json.loads((d / "summary.json").read_text()) for d in (one, four))
         for x, y in zip(s1["rows"], s4["rows"], strict=True):
             np.testing.assert_allclose(x["val_acc_mean"], y["val_acc_mean"], rtol=1e-5)
         assert s4["devices"] == r4["timing"]["devices"]
-        # Default: all local devices.
-        default = Path(tmp) / "default"
-        argv = _study_argv(default, 4, data_dir)
-        argv = argv[: argv.index("--devices")]
-        assert study.main(argv + ["--algos", "gd", "--seeds", "100"]) == 0
-        assert len(json.loads((default / "gd_seed100.json").read_text())["timing"]["devices"]) == 4
+        # Default: all local devices (a resumed run: nothing to train, the summary names them).
+        (four / "summary.json").unlink()
+        argv = _study_argv(four, 4, data_dir)
+        assert study.main(argv[: argv.index("--devices")]) == 0
+        assert json.loads((four / "summary.json").read_text())["devices"] == [str(d) for d in jax.devices()]
         # Too many devices: a usage error naming how many exist.
         import contextlib
         import io
@@ -233,13 +275,16 @@ def check_study_devices():
 
 
 CHECKS = {name[len("check_"):]: fn for name, fn in dict(globals()).items() if name.startswith("check_")}
+#: The checks of the default test run (the others run under ``pytest -m slow``).
+DEFAULT = ["plan_mesh", "data_parallel_epoch", "seed_axis_sharded", "sharded_hessian", "study_devices"]
 
 
 def main(argv: list[str]) -> int:
-    names = argv or list(CHECKS)
+    names = argv or DEFAULT
     for name in names:
+        t0 = time.perf_counter()
         CHECKS[name]()
-        print(f"ok {name}", flush=True)
+        print(f"ok {name} ({time.perf_counter() - t0:.1f} s)", flush=True)
     return 0
 
 
