@@ -1,6 +1,6 @@
 """kan-jax: Kolmogorov-Arnold Networks in JAX/Flax, delta-GClip, Hessian and loss-landscape tools."""
 
-from kan_jax import checkpoint, data, functional, hessian, landscape, splines, train
+from kan_jax import checkpoint, data, functional, hessian, landscape, sharding, splines, train
 from kan_jax.checkpoint import CheckpointError, load_params, save_params
 from kan_jax.data import DataError, create_dataset, load_mnist, preprocess_mnist
 from kan_jax.layers import (
