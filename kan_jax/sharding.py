@@ -354,8 +354,3 @@ def initialize_distributed(
         initialization_timeout=timeout_s,
     )
     return True
-
-
-def num_shards(mesh: Mesh, axis: str) -> int:
-    """Size of mesh axis ``axis`` (1 if the mesh lacks it)."""
-    return int(dict(mesh.shape).get(axis, 1))

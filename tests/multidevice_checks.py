@@ -119,7 +119,7 @@ def check_seed_axis_sharded():
     ref_state, ref_m = jax.device_get(
         make_epoch_fn(model, tx, 16, 8)(_one_device(state0), shuffle, *map(jnp.asarray, (x, y, xv, yv)))
     )
-    for seeds in (4,):
+    for seeds in (4, 1):  # one seed per device; or all 4 seeds on each device, batches split 4 ways
         mesh = sh.make_mesh(4, seeds=seeds)
         state = sh.place(state0, sh.state_shardings(mesh, tx, state0, seed_axis=True))
         assert state.params["layers_0"]["spline_weight"].addressable_shards[0].data.shape[0] == 4 // seeds
