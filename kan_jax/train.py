@@ -8,6 +8,10 @@ host sees only per-epoch metrics. :func:`make_epoch_fn` vmaps the whole epoch ov
 seed axis, so one compiled program trains several seeds of an algorithm at once.
 
 The grid of the KAN layers is part of :class:`TrainState` but not of the optimised params.
+
+Every function takes an optional ``mesh`` (:mod:`kan_jax.sharding`): batches are then split over
+its ``"data"`` axis and vmapped seeds over its ``"seeds"`` axis, and ``jit`` inserts the gradient
+all-reduce; the numbers are those of one device up to float rounding.
 """
 from __future__ import annotations
 
