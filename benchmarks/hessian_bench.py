@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import platform
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -50,8 +47,9 @@ def _load_inputs(num: int, source: str, seed: int):
         try:
             from kan_jax.data import load_mnist, preprocess_mnist
 
-            directory = os.environ.get("KAN_JAX_MNIST_DIR") or str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
-            mnist = load_mnist(directory, source="idx")
+            from experiments._env import default_mnist_dir
+
+            mnist = load_mnist(default_mnist_dir(), source="idx")
             return preprocess_mnist(mnist.x_train[:num]), np.asarray(mnist.y_train[:num], np.int32), "MNIST training images"
         except Exception as err:  # no data module or no files: fall back unless MNIST was demanded
             if source == "mnist":
@@ -209,10 +207,10 @@ def main(argv=None) -> None:
         stop_i, hit_i = int(stop_i), int(hit_i)
         power_err = abs(float(stop_lam) - ref) / abs(ref) if stop_i > 0 else float("nan")
 
-    dev = jax.devices()[0]
-    machine = f"{platform.machine()} CPU, {os.cpu_count()} cores" if dev.platform == "cpu" else dev.device_kind
+    from experiments._env import device_description
+
     rows = [
-        ("machine", f"{machine} (jax {jax.__version__}, {dev.platform})"),
+        ("machine", device_description()),
         ("model", f"{name}, {n:,} parameters, {jnp.dtype(dtype).name}, random init"),
         ("data", f"{args.num:,} {data_desc}, mean softmax cross-entropy"),
         ("one gradient", f"{t_grad * 1e3:.1f} ms"),

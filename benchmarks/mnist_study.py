@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
@@ -30,26 +28,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import mnist as study
+from experiments._env import device_description
+from experiments.mnist_protocol import make_optimizer
 from kan_jax import KAN, load_mnist, preprocess_mnist
-from kan_jax.checkpoint import atomic_write
-from kan_jax.train import init_train_state, make_epoch_fn, make_optimizer, num_batches
+from kan_jax.io import atomic_write
+from kan_jax.train import init_train_state, make_epoch_fn, num_batches
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def machine_name() -> str:
     """CPU model, core count and JAX device, e.g. for the results table."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    dev = jax.devices()[0]
-    accel = "" if dev.platform == "cpu" else f", {dev.device_kind}"
-    return f"{os.cpu_count()}-core {cpu}{accel} (jax {jax.__version__}, {dev.platform})"
+    return device_description()
 
 
 def time_epoch(algo: str, n_seeds: int, data, repeats: int = 2) -> tuple[float, float]:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -45,6 +44,7 @@ import optax
 
 jax.config.update("jax_enable_x64", True)  # the float64 reference; everything else is cast to float32
 
+from experiments._env import default_mnist_dir, device_description  # noqa: E402
 from experiments.landscape import MLP  # noqa: E402
 from kan_jax import hessian as hs  # noqa: E402
 from kan_jax.data import load_mnist, preprocess_mnist  # noqa: E402
@@ -82,7 +82,7 @@ def main(argv=None) -> None:
     ph = importlib.import_module("pyhessian.hessian")  # the module (the package re-exports the class as `hessian`)
 
     torch.set_num_threads(os.cpu_count() or 1)
-    data_dir = args.data_dir or os.environ.get("KAN_JAX_MNIST_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
+    data_dir = args.data_dir or default_mnist_dir()
     mnist = load_mnist(data_dir)
     x_all = jnp.asarray(preprocess_mnist(mnist.x_train))
     y_all = jnp.asarray(mnist.y_train.astype(np.int32))
@@ -122,7 +122,7 @@ def main(argv=None) -> None:
         ref2 = hs.top_eigenpairs(loss, p64, 1, num_steps=args.ref_steps, batches=b64, key=jax.random.key(1))
         lam = float(ref.eigenvalues[0])
         rows = [
-            ("machine", f"{platform.machine()} CPU, {os.cpu_count()} cores; jax {jax.__version__}, torch {torch.__version__}, "
+            ("machine", f"{device_description()}; torch {torch.__version__}, "
                         f"pyhessian {getattr(pyhessian, '__version__', '0.1')}"),
             ("model / data", f"ReLU MLP [784, {args.hidden}, 10], {n:,} parameters, after {args.train_steps} Adam steps; "
                              f"mean cross-entropy on {args.num} MNIST training images"),

@@ -55,13 +55,9 @@ Usage::
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import json
 import math
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -73,11 +69,14 @@ import numpy as np
 import optax
 from flax import linen as nn
 
+from experiments._cli import option, parse
+from experiments._env import device_description
 from kan_jax import KAN, regularization_loss
 from kan_jax import hessian as hs
-from kan_jax.checkpoint import atomic_write, save_params
+from kan_jax.checkpoint import save_params
 from kan_jax.data import DataError, create_dataset, load_mnist, preprocess_mnist
-from kan_jax.landscape import interpolate
+from kan_jax.io import atomic_write, save_figure, write_json
+from kan_jax.landscape import interpolate, interpolate_params
 
 #: Figure sizes (inches) and resolution of the PNGs written by the study.
 INTERPOLATION_FIGSIZE = (7.0, 4.5)
@@ -107,26 +106,27 @@ def target_function(x: np.ndarray) -> np.ndarray:
 class KANConfig:
     """Part 1: the KAN, its training and its analysis."""
 
-    hidden: int = 5
-    grid_size: int = 5
-    spline_order: int = 3
-    dtype: str = "float64"
-    train_num: int = 1000
-    seed: int = 0
-    lbfgs_steps: int = 400
-    lamb: float = 1e-3
-    num_datasets: int = 10
-    num_alphas: int = 50
-    alpha_min: float = -1.5
-    alpha_max: float = 2.0
-    lanczos_steps: int = 100
-    slq_runs: int = 10
-    trace_probes: int = 200
+    hidden: int = option(5, flag="--kan-hidden", help="hidden width of the [2, H, 1] KAN")
+    grid_size: int = option(5, help="spline grid intervals G")
+    spline_order: int = option(3, help="spline order k")
+    dtype: str = option("float64", flag="--kan-dtype", choices=("float64", "float32"), help="KAN parameter/data dtype")
+    train_num: int = option(1000, help="training (and test) points of each toy dataset")
+    seed: int = option(0, help="seed of the KAN init, its training data, the MLP init and shuffle")
+    lbfgs_steps: int = option(400, help="L-BFGS iterations")
+    lamb: float = option(1e-3, help="weight of the sparsity regulariser in the training objective")
+    num_datasets: int = option(10, help="freshly seeded datasets for the interpolation")
+    num_alphas: int = option(50, help="interpolation coefficients")
+    alpha_min: float = option(-1.5, help="first alpha")
+    alpha_max: float = option(2.0, help="last alpha")
+    lanczos_steps: int = option(100, help="KAN Lanczos steps (top-5, min, SLQ; capped at #params)")
+    slq_runs: int = option(10, help="KAN SLQ start vectors per density")
+    trace_probes: int = option(200, help="KAN Hutchinson probe cap (stops at 1%% standard error)")
 
     def __post_init__(self) -> None:
         for name in ("hidden", "grid_size", "train_num", "lbfgs_steps", "num_datasets", "slq_runs", "trace_probes"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+                flag = "kan-hidden" if name == "hidden" else _flag(name)
+                raise ValueError(f"--{flag} must be >= 1, got {getattr(self, name)}")
         if self.spline_order < 0:
             raise ValueError(f"--spline-order must be >= 0, got {self.spline_order}")
         if self.num_alphas < 2:
@@ -149,16 +149,16 @@ class KANConfig:
 class MLPConfig:
     """Part 2: the MNIST MLP, its short training and its analysis."""
 
-    hidden: int = 512
-    steps: int = 300
-    lr: float = 1e-3
-    train_batch: int = 128
-    batch: int = 1024
-    delta: float = 0.01
-    lanczos_steps: int = 100
-    slq_runs: int = 3
-    trace_probes: int = 100
-    seed: int = 0
+    hidden: int = option(512, help="hidden width of the [784, H, 10] MLP")
+    steps: int = option(300, help="Adam steps")
+    lr: float = option(1e-3, help="Adam learning rate")
+    train_batch: int = option(128, help="Adam minibatch size")
+    batch: int = option(1024, help="images in the analysed batch")
+    delta: float = option(0.01, flag="--delta", help="delta of the augmented matrix [[H, g], [g^T, -delta]]")
+    lanczos_steps: int = option(100, help="MLP Lanczos steps (top-1, SLQ, augmented)")
+    slq_runs: int = option(3, help="MLP SLQ start vectors")
+    trace_probes: int = option(100, help="MLP Hutchinson probe cap")
+    seed: int = option(0, cli=False)  # the KAN's --seed
 
     def __post_init__(self) -> None:
         for name in ("hidden", "steps", "train_batch", "batch", "slq_runs", "trace_probes"):
@@ -181,11 +181,6 @@ def _flag(name: str) -> str:
 # ------------------------------------------------------------------------------------------
 # Small utilities: atomic files, JSON numbers, timing
 # ------------------------------------------------------------------------------------------
-def atomic_savefig(fig: Any, path: Path) -> Path:
-    """Save a matplotlib figure to ``path`` atomically (format from the suffix)."""
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=DPI))
-
-
 def _num(x: Any) -> Optional[float]:
     """A JSON-safe float (``None`` for NaN/inf)."""
     x = float(x)
@@ -227,13 +222,6 @@ class _Timer:
         self.seconds[name] = time.perf_counter() - t
         self._log(f"{name}: {self.seconds[name]:.2f} s")
         return out
-
-
-def _device_text() -> str:
-    dev = jax.devices()[0]
-    if dev.platform == "cpu":
-        return f"{platform.machine()} CPU, {os.cpu_count()} cores (jax {jax.__version__})"
-    return f"{dev.device_kind} (jax {jax.__version__})"
 
 
 # ------------------------------------------------------------------------------------------
@@ -297,29 +285,60 @@ def _as_dtype(tree: Any, dtype: Any) -> Any:
     return jax.tree.map(lambda a: jnp.asarray(a, dtype), tree)
 
 
-def run_kan_part(cfg: KANConfig, out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    """Train the KAN, interpolate, analyse; writes the KAN outputs and returns the JSON record."""
-    from kan_jax.plotting import plot_spectral_density, save_spectral_density_pages
+@dataclasses.dataclass(frozen=True)
+class KANSetup:
+    """What every phase of the KAN part shares: the model, its fixed grid, data and losses."""
 
-    timer = _Timer(log)
-    dtype = jnp.dtype(cfg.dtype)
+    cfg: KANConfig
+    out_dir: Path
+    timer: "_Timer"
+    log: Callable[[str], None]
+    dtype: Any
+    grid: Any
+    theta0: Any
+    num_params: int
+    loss: Callable  # squared loss(params, (x, y)) in the KAN's dtype
+    loss_jit: Callable
+    train_batch: tuple[jax.Array, jax.Array]
+    test_batch: tuple[jax.Array, jax.Array]
+    loss64: Callable  # the same loss in float64 (exact references)
+    batches64: tuple[jax.Array, jax.Array]
+
+    @property
+    def batches(self) -> tuple[jax.Array, jax.Array]:
+        """The training set as one stacked batch (the analyses' ``batches=``)."""
+        return jax.tree.map(lambda a: a[None], self.train_batch)
+
+
+def setup_kan(cfg: KANConfig, out_dir: Path, log: Callable[[str], None]) -> KANSetup:
+    """Build the KAN, its training data and losses; writes ``theta0.msgpack``."""
     model = kan_model(cfg)
     data = kan_dataset(cfg, cfg.seed)
     train_batch = (data["train_input"], data["train_label"])
-    test_batch = (data["test_input"], data["test_label"])
     variables = jax.jit(model.init)(jax.random.key(cfg.seed), train_batch[0][:1])
     grid, theta0 = variables["grid"], variables["params"]
-    n = sum(int(np.size(a)) for a in jax.tree.leaves(theta0))
     loss = make_squared_loss(model, grid)
-    loss_jit = jax.jit(loss)
+    # The exact reference is always float64 (same parameters and data, cast).
+    data64 = kan_dataset(cfg, cfg.seed, jnp.float64)
+    loss64 = make_squared_loss(kan_model(dataclasses.replace(cfg, dtype="float64")), _as_dtype(grid, jnp.float64))
     save_params(out_dir / "theta0.msgpack", theta0)
+    return KANSetup(
+        cfg=cfg, out_dir=out_dir, timer=_Timer(log), log=log, dtype=jnp.dtype(cfg.dtype), grid=grid, theta0=theta0,
+        num_params=sum(int(np.size(a)) for a in jax.tree.leaves(theta0)), loss=loss, loss_jit=jax.jit(loss),
+        train_batch=train_batch, test_batch=(data["test_input"], data["test_label"]),
+        loss64=loss64, batches64=(data64["train_input"][None], data64["train_label"][None]),
+    )
 
-    # --- training -------------------------------------------------------------------------
-    trainer = make_lbfgs_trainer(loss, cfg.lamb, cfg.lbfgs_steps)
-    thetaN, (objectives, losses, skipped) = timer("kan_lbfgs", lambda: trainer(theta0, train_batch))
-    save_params(out_dir / "thetaN.msgpack", thetaN)
+
+def train_kan(k: KANSetup) -> tuple[Any, dict[str, Any]]:
+    """L-BFGS from ``theta0``; writes ``thetaN.msgpack``; returns ``(thetaN, training record)``."""
+    cfg, theta0 = k.cfg, k.theta0
+    trainer = make_lbfgs_trainer(k.loss, cfg.lamb, cfg.lbfgs_steps)
+    thetaN, (objectives, losses, skipped) = k.timer("kan_lbfgs", lambda: trainer(theta0, k.train_batch))
+    save_params(k.out_dir / "thetaN.msgpack", thetaN)
     reg = jax.jit(regularization_loss)
-    grad_norm = jax.jit(lambda p, b: optax.global_norm(jax.grad(loss)(p, b)))
+    grad_norm = jax.jit(lambda p, b: optax.global_norm(jax.grad(k.loss)(p, b)))
+    loss_jit, train_batch, test_batch = k.loss_jit, k.train_batch, k.test_batch
     training = {
         "optimizer": "optax.lbfgs (memory 10, zoom line search), full batch",
         "steps": cfg.lbfgs_steps,
@@ -336,38 +355,51 @@ def run_kan_part(cfg: KANConfig, out_dir: Path, log: Callable[[str], None]) -> d
         "loss_history": _nums(losses),
         "skipped_steps": int(np.sum(np.asarray(skipped))),
     }
-    log(f"L-BFGS: train MSE {training['initial_loss']:.4g} -> {training['final_loss']:.4g} in {cfg.lbfgs_steps} steps")
+    k.log(f"L-BFGS: train MSE {training['initial_loss']:.4g} -> {training['final_loss']:.4g} in {cfg.lbfgs_steps} steps")
+    return thetaN, training
 
-    # --- interpolation on fresh datasets ----------------------------------------------------
+
+def alpha_grid(cfg: KANConfig) -> np.ndarray:
+    """``num_alphas`` values on ``[alpha_min, alpha_max]``, exactly 0 and 1 where the grid hits them."""
     alphas = np.linspace(cfg.alpha_min, cfg.alpha_max, cfg.num_alphas)
-    alphas[np.abs(alphas) < 1e-12] = 0.0  # exact theta0 / thetaN where the grid hits them
+    alphas[np.abs(alphas) < 1e-12] = 0.0
     alphas[np.abs(alphas - 1) < 1e-12] = 1.0
-    alphas_j = jnp.asarray(alphas, dtype)
+    return alphas
+
+
+def interpolation_on_fresh_data(k: KANSetup, thetaN: Any, alphas: np.ndarray) -> dict[str, Any]:
+    """Loss along the line on ``num_datasets`` freshly seeded datasets; writes ``interpolation.png``."""
+    cfg = k.cfg
+    alphas_j = jnp.asarray(alphas, k.dtype)
     seeds = [cfg.seed + 1 + i for i in range(cfg.num_datasets)]
 
     def interpolate_all():
         curves = []
         for s in seeds:
             fresh = kan_dataset(cfg, s)
-            curves.append(interpolate(loss, theta0, thetaN, alphas_j, data=(fresh["train_input"], fresh["train_label"])))
-        return jnp.stack(curves), interpolate(loss, theta0, thetaN, alphas_j, data=train_batch)
+            curves.append(interpolate(k.loss, k.theta0, thetaN, alphas_j, data=(fresh["train_input"], fresh["train_label"])))
+        return jnp.stack(curves), interpolate(k.loss, k.theta0, thetaN, alphas_j, data=k.train_batch)
 
-    curves, train_curve = timer("kan_interpolation", interpolate_all)
+    curves, train_curve = k.timer("kan_interpolation", interpolate_all)
     curves, train_curve = np.asarray(curves), np.asarray(train_curve)
-    fig = plot_interpolation(alphas, curves, seeds, cfg)
-    atomic_savefig(fig, out_dir / "interpolation.png")
+    save_figure(plot_interpolation(alphas, curves, seeds, cfg), k.out_dir / "interpolation.png", dpi=DPI)
+    return {
+        "alphas": _nums(alphas),
+        "datasets": [{"seed": s, "losses": _nums(c)} for s, c in zip(seeds, curves)],
+        "mean": _nums(curves.mean(axis=0)),
+        "train_losses": _nums(train_curve),
+        "data": "training split of create_dataset(f, n_var=2, seed=s) for each seed s",
+    }
 
-    # --- spectrum at thetaN: Lanczos vs exact -----------------------------------------------
-    batches = jax.tree.map(lambda a: a[None], train_batch)  # one stacked batch: the training set
-    kw = dict(batches=batches)
-    top = timer("kan_top5", lambda: hs.top_eigenpairs(loss, thetaN, TOP_K, num_steps=cfg.lanczos_steps, **kw))
-    low = timer("kan_min", lambda: hs.min_eigenpair(loss, thetaN, num_steps=cfg.lanczos_steps, **kw))
-    trace = timer("kan_trace", lambda: hs.hessian_trace(loss, thetaN, max_probes=cfg.trace_probes, **kw))
-    # The exact reference is always float64 (same thetaN and data, cast).
-    data64 = kan_dataset(cfg, cfg.seed, jnp.float64)
-    batches64 = (data64["train_input"][None], data64["train_label"][None])
-    loss64 = make_squared_loss(kan_model(dataclasses.replace(cfg, dtype="float64")), _as_dtype(grid, jnp.float64))
-    exact = np.asarray(timer("kan_exact_eigh", lambda: hs.exact_spectrum(loss64, _as_dtype(thetaN, jnp.float64), batches=batches64)))
+
+def spectrum_at(k: KANSetup, thetaN: Any) -> tuple[dict[str, Any], np.ndarray]:
+    """Lanczos top-k and minimum, Hutchinson trace at ``thetaN`` against the exact float64 spectrum."""
+    cfg, n, kw = k.cfg, k.num_params, dict(batches=k.batches)
+    top = k.timer("kan_top5", lambda: hs.top_eigenpairs(k.loss, thetaN, TOP_K, num_steps=cfg.lanczos_steps, **kw))
+    low = k.timer("kan_min", lambda: hs.min_eigenpair(k.loss, thetaN, num_steps=cfg.lanczos_steps, **kw))
+    trace = k.timer("kan_trace", lambda: hs.hessian_trace(k.loss, thetaN, max_probes=cfg.trace_probes, **kw))
+    exact = np.asarray(k.timer("kan_exact_eigh", lambda: hs.exact_spectrum(
+        k.loss64, _as_dtype(thetaN, jnp.float64), batches=k.batches64)))
     exact_top = exact[::-1][:TOP_K]
     lam_max = float(np.max(np.abs(exact)))
     spectrum = {
@@ -397,27 +429,36 @@ def run_kan_part(cfg: KANConfig, out_dir: Path, log: Callable[[str], None]) -> d
         "exact_negative_fraction": _num(negative_fraction(exact, np.float64)),
         "exact_eigenvalues": _nums(exact),
     }
-    log(f"top-{TOP_K}: max rel. error {max(spectrum['top5']['rel_error']):.1e}; "
-        f"min eigenvalue {spectrum['min']['lanczos']:.6g} (exact {spectrum['min']['exact']:.6g})")
+    k.log(f"top-{TOP_K}: max rel. error {max(spectrum['top5']['rel_error']):.1e}; "
+          f"min eigenvalue {spectrum['min']['lanczos']:.6g} (exact {spectrum['min']['exact']:.6g})")
+    return spectrum, exact
 
-    # --- SLQ densities along the line ---------------------------------------------------------
-    slq = functools.partial(hs.spectral_density, loss, num_runs=cfg.slq_runs, num_steps=cfg.lanczos_steps, **kw)
-    exact_at = functools.partial(hs.exact_spectrum, loss64, batches=batches64)
 
-    points = [jax.tree.map(lambda x0, x1: ((1 - a) * x0 + a * x1).astype(x0.dtype), theta0, thetaN) for a in alphas]
-    densities = timer("kan_densities_slq", lambda: [slq(p) for p in points])
-    spectra = timer("kan_densities_exact", lambda: [exact_at(_as_dtype(p, jnp.float64)) for p in points])
+def _slq(k: KANSetup) -> Callable[[Any], Any]:
+    return functools.partial(hs.spectral_density, k.loss, num_runs=k.cfg.slq_runs, num_steps=k.cfg.lanczos_steps,
+                             batches=k.batches)
+
+
+def densities_along_line(k: KANSetup, thetaN: Any, alphas: np.ndarray) -> list[dict[str, Any]]:
+    """SLQ and exact spectra at every alpha; writes ``densities.pdf`` (one page per alpha)."""
+    from kan_jax.plotting import save_spectral_density_pages
+
+    cfg, n, slq = k.cfg, k.num_params, _slq(k)
+    exact_at = functools.partial(hs.exact_spectrum, k.loss64, batches=k.batches64)
+    points = [interpolate_params(k.theta0, thetaN, a) for a in alphas]
+    densities = k.timer("kan_densities_slq", lambda: [slq(p) for p in points])
+    spectra = k.timer("kan_densities_exact", lambda: [exact_at(_as_dtype(p, jnp.float64)) for p in points])
     rows = []
     for a, p, sd, ev in zip(alphas, points, densities, spectra):
         ev = np.asarray(ev)
         nodes, weights = np.asarray(sd.nodes, np.float64), np.asarray(sd.weights, np.float64)
         rows.append({
             "alpha": float(a),
-            "train_loss": _num(loss_jit(p, train_batch)),
+            "train_loss": _num(k.loss_jit(p, k.train_batch)),
             "slq_min_node": _num(nodes.min()),
             "slq_max_node": _num(nodes.max()),
             "slq_trace": _num(n * np.mean(np.sum(weights * nodes, axis=1))),
-            "slq_negative_mass": _num(negative_mass(nodes, weights, dtype)),
+            "slq_negative_mass": _num(negative_mass(nodes, weights, k.dtype)),
             "exact_min": _num(ev[0]),
             "exact_max": _num(ev[-1]),
             "exact_trace": _num(ev.sum()),
@@ -425,41 +466,50 @@ def run_kan_part(cfg: KANConfig, out_dir: Path, log: Callable[[str], None]) -> d
         })
     titles = [f"KAN [2, {cfg.hidden}, 1], α = {r['alpha']:+.3f}, train MSE {r['train_loss']:.3g} "
               f"(SLQ {cfg.slq_runs}×{min(cfg.lanczos_steps, n)})" for r in rows]
-    timer("kan_densities_pdf", lambda: atomic_write(
-        out_dir / "densities.pdf",
-        lambda tmp: save_spectral_density_pages(tmp, densities, titles=titles, figsize=DENSITY_FIGSIZE)))
+    k.timer("kan_densities_pdf", lambda: save_spectral_density_pages(
+        k.out_dir / "densities.pdf", densities, titles=titles, figsize=DENSITY_FIGSIZE))
+    return rows
 
-    # density at thetaN with the exact spectrum smoothed by the same kernel
-    sd_N = slq(thetaN)
-    g_exact, d_exact, _ = hs.gaussian_density(exact[None], np.full((1, n), 1.0 / n), sigma=float(sd_N.sigma))
+
+def plot_density_at(k: KANSetup, thetaN: Any, exact: np.ndarray) -> None:
+    """``kan_density.png``: the SLQ density at ``thetaN`` and the exact spectrum smoothed by the same kernel."""
     from matplotlib.figure import Figure
 
+    from kan_jax.plotting import plot_spectral_density
+
+    cfg, n = k.cfg, k.num_params
+    sd_N = _slq(k)(thetaN)
+    g_exact, d_exact, _ = hs.gaussian_density(exact[None], np.full((1, n), 1.0 / n), sigma=float(sd_N.sigma))
     fig = Figure(figsize=DENSITY_FIGSIZE, layout="tight")
     ax = fig.add_subplot()
     plot_spectral_density(sd_N, ax=ax, label=f"SLQ ({cfg.slq_runs} runs × {min(cfg.lanczos_steps, n)} steps)")
     plot_spectral_density((g_exact, d_exact), ax=ax, label="exact (eigh of jax.hessian)", linestyle="--",
                           title=f"KAN [2, {cfg.hidden}, 1] Hessian at θN ({n} parameters)")
-    atomic_savefig(fig, out_dir / "kan_density.png")
+    save_figure(fig, k.out_dir / "kan_density.png", dpi=DPI)
 
+
+def run_kan_part(cfg: KANConfig, out_dir: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Train the KAN, interpolate, analyse; writes the KAN outputs and returns the JSON record."""
+    k = setup_kan(cfg, out_dir, log)
+    thetaN, training = train_kan(k)
+    alphas = alpha_grid(cfg)
+    interpolation = interpolation_on_fresh_data(k, thetaN, alphas)
+    spectrum, exact = spectrum_at(k, thetaN)
+    rows = densities_along_line(k, thetaN, alphas)
+    plot_density_at(k, thetaN, exact)
     return {
         "config": dataclasses.asdict(cfg),
         "target": "exp(sin(pi x) + y^2) on [-1, 1]^2",
-        "num_params": n,
+        "num_params": k.num_params,
         "dtype": cfg.dtype,
         "analysed_loss": "mean squared error on the training set (the regulariser is not analysed)",
         "theta0": "theta0.msgpack",
         "thetaN": "thetaN.msgpack",
         "training": training,
         "at_thetaN": spectrum,
-        "interpolation": {
-            "alphas": _nums(alphas),
-            "datasets": [{"seed": s, "losses": _nums(c)} for s, c in zip(seeds, curves)],
-            "mean": _nums(curves.mean(axis=0)),
-            "train_losses": _nums(train_curve),
-            "data": "training split of create_dataset(f, n_var=2, seed=s) for each seed s",
-        },
+        "interpolation": interpolation,
         "densities": rows,
-        "timings_s": timer.seconds,
+        "timings_s": k.timer.seconds,
     }
 
 
@@ -568,7 +618,7 @@ def run_mlp_part(cfg: MLPConfig, mnist: Any, out_dir: Path, log: Callable[[str],
     fig = plot_spectral_density(sd, figsize=DENSITY_FIGSIZE,
                                 title=f"MLP [784, {cfg.hidden}, 10] Hessian, {cfg.batch} MNIST images "
                                       f"(SLQ {cfg.slq_runs}×{cfg.lanczos_steps})")
-    atomic_savefig(fig, out_dir / "mlp_density.png")
+    save_figure(fig, out_dir / "mlp_density.png", dpi=DPI)
     nodes, weights = np.asarray(sd.nodes, np.float64), np.asarray(sd.weights, np.float64)
     lam = float(aug.eigenvalue)
     return {
@@ -667,16 +717,16 @@ def run_study(kan_cfg: KANConfig, mlp_cfg: Optional[MLPConfig], out_dir: Path, *
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     mnist = load_mnist(data_dir) if mlp_cfg is not None else None  # fail early on missing data
-    device = _device_text()
+    device = device_description()
     with jax.default_matmul_precision("highest"):
         kan = run_kan_part(kan_cfg, out_dir, log)
         kan["device"] = device
-        atomic_write(out_dir / "kan_spectrum.json", json.dumps(kan, indent=1) + "\n")
+        write_json(out_dir / "kan_spectrum.json", kan)
         mlp = None
         if mlp_cfg is not None:
             mlp = run_mlp_part(mlp_cfg, mnist, out_dir, log)
             mlp["device"] = device
-            atomic_write(out_dir / "mlp_spectrum.json", json.dumps(mlp, indent=1) + "\n")
+            write_json(out_dir / "mlp_spectrum.json", mlp)
     total = time.perf_counter() - start
     text = summary_text(kan, mlp, device, total)
     atomic_write(out_dir / "summary.md", text)
@@ -686,91 +736,43 @@ def run_study(kan_cfg: KANConfig, mlp_cfg: Optional[MLPConfig], out_dir: Path, *
     return {"kan": kan, "mlp": mlp, "total_seconds": total}
 
 
-#: ``--quick`` values of the flags the user did not set.
-QUICK = dict(lbfgs_steps=30, num_datasets=3, num_alphas=8, slq_runs=2, trace_probes=50,
-             mlp_hidden=32, mlp_steps=50, mlp_batch=256, mlp_lanczos_steps=40, mlp_slq_runs=2, mlp_trace_probes=20)
+@dataclasses.dataclass(frozen=True)
+class LandscapeConfig:
+    """Everything ``python -m experiments.landscape`` takes; :data:`PRESETS` names two."""
+
+    kan: KANConfig = option(default_factory=KANConfig, prefix="", help="KAN part")
+    mlp: MLPConfig = option(default_factory=MLPConfig, prefix="mlp-", help="MLP part")
+    skip_mlp: bool = option(False, help="run the KAN part only (no MNIST needed)")
+    data_dir: Optional[Path] = option(
+        None, help="folder with the four MNIST IDX .gz files (else $KAN_JAX_MNIST_DIR, else tensorflow-datasets)")
+    out_dir: Path = option(Path("runs/landscape"), help="output folder")
+    quiet: bool = option(False, help="print nothing")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    k, m = KANConfig(), MLPConfig()
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.landscape",
-        description="Is a KAN convex? Loss interpolation and Hessian spectra of a KAN [2, 5, 1] trained with L-BFGS "
-                    "on exp(sin(pi x) + y^2), and of a ReLU MLP [784, 512, 10] on MNIST.",
-    )
-
-    def add(flag: str, dest: str, typ: type, default: Any, help_: str) -> None:
-        q = QUICK.get(dest)
-        extra = f"; --quick: {q}" if q is not None else ""
-        p.add_argument(flag, dest=dest, type=typ, default=None, help=f"{help_} (default {default}{extra})")
-        p.set_defaults(**{f"_default_{dest}": default})
-
-    g = p.add_argument_group("KAN part")
-    add("--kan-hidden", "hidden", int, k.hidden, "hidden width of the [2, H, 1] KAN")
-    add("--grid-size", "grid_size", int, k.grid_size, "spline grid intervals G")
-    add("--spline-order", "spline_order", int, k.spline_order, "spline order k")
-    g.add_argument("--kan-dtype", choices=["float64", "float32"], default=k.dtype, help="KAN parameter/data dtype (default float64)")
-    add("--train-num", "train_num", int, k.train_num, "training (and test) points of each toy dataset")
-    add("--seed", "seed", int, k.seed, "seed of the KAN init, its training data, the MLP init and shuffle")
-    add("--lbfgs-steps", "lbfgs_steps", int, k.lbfgs_steps, "L-BFGS iterations")
-    add("--lamb", "lamb", float, k.lamb, "weight of the sparsity regulariser in the training objective")
-    add("--num-datasets", "num_datasets", int, k.num_datasets, "freshly seeded datasets for the interpolation")
-    add("--num-alphas", "num_alphas", int, k.num_alphas, "interpolation coefficients")
-    add("--alpha-min", "alpha_min", float, k.alpha_min, "first alpha")
-    add("--alpha-max", "alpha_max", float, k.alpha_max, "last alpha")
-    add("--lanczos-steps", "lanczos_steps", int, k.lanczos_steps, "KAN Lanczos steps (top-5, min, SLQ; capped at #params)")
-    add("--slq-runs", "slq_runs", int, k.slq_runs, "KAN SLQ start vectors per density")
-    add("--trace-probes", "trace_probes", int, k.trace_probes, "KAN Hutchinson probe cap (stops at 1%% standard error)")
-    g = p.add_argument_group("MLP part")
-    add("--mlp-hidden", "mlp_hidden", int, m.hidden, "hidden width of the [784, H, 10] MLP")
-    add("--mlp-steps", "mlp_steps", int, m.steps, "Adam steps")
-    add("--mlp-lr", "mlp_lr", float, m.lr, "Adam learning rate")
-    add("--mlp-train-batch", "mlp_train_batch", int, m.train_batch, "Adam minibatch size")
-    add("--mlp-batch", "mlp_batch", int, m.batch, "images in the analysed batch")
-    add("--delta", "mlp_delta", float, m.delta, "delta of the augmented matrix [[H, g], [g^T, -delta]]")
-    add("--mlp-lanczos-steps", "mlp_lanczos_steps", int, m.lanczos_steps, "MLP Lanczos steps (top-1, SLQ, augmented)")
-    add("--mlp-slq-runs", "mlp_slq_runs", int, m.slq_runs, "MLP SLQ start vectors")
-    add("--mlp-trace-probes", "mlp_trace_probes", int, m.trace_probes, "MLP Hutchinson probe cap")
-    p.add_argument("--skip-mlp", action="store_true", help="run the KAN part only (no MNIST needed)")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="folder with the four MNIST IDX .gz files (else $KAN_JAX_MNIST_DIR, else tensorflow-datasets)")
-    p.add_argument("--out-dir", type=Path, default=Path("runs/landscape"), help="output folder (default runs/landscape)")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke configuration: 30 L-BFGS steps, 3 datasets, 8 alphas, MLP [784, 32, 10] on 256 images")
-    p.add_argument("--quiet", action="store_true", help="print nothing")
-    return p
+#: ``full``: the published set-up; ``quick``: a smoke run (30 L-BFGS steps, 3 datasets, 8 alphas,
+#: MLP [784, 32, 10] on 256 images).
+PRESETS = {
+    "full": LandscapeConfig(),
+    "quick": LandscapeConfig(
+        kan=KANConfig(lbfgs_steps=30, num_datasets=3, num_alphas=8, slq_runs=2, trace_probes=50),
+        mlp=MLPConfig(hidden=32, steps=50, batch=256, lanczos_steps=40, slq_runs=2, trace_probes=20),
+    ),
+}
 
 
-def parse_configs(args: argparse.Namespace) -> tuple[KANConfig, Optional[MLPConfig]]:
-    """Resolve flags (explicit value, else the --quick value, else the default) into configs."""
-
-    def value(dest: str) -> Any:
-        v = getattr(args, dest)
-        if v is not None:
-            return v
-        if args.quick and dest in QUICK:
-            return QUICK[dest]
-        return getattr(args, f"_default_{dest}")
-
-    kan_fields = [f.name for f in dataclasses.fields(KANConfig) if f.name != "dtype"]
-    kan = KANConfig(dtype=args.kan_dtype, **{name: value(name) for name in kan_fields})
-    if args.skip_mlp:
-        return kan, None
-    mlp_fields = [f.name for f in dataclasses.fields(MLPConfig) if f.name != "seed"]
-    mlp = MLPConfig(seed=kan.seed, **{name: value(f"mlp_{name}") for name in mlp_fields})
-    return kan, mlp
+def parse_args(argv: Optional[Sequence[str]] = None) -> LandscapeConfig:
+    """The configuration from a command line (usage errors exit with status 2)."""
+    return parse(LandscapeConfig, PRESETS, argv, prog="python -m experiments.landscape",
+                 description="Is a KAN convex? Loss interpolation and Hessian spectra of a KAN [2, 5, 1] trained with "
+                             "L-BFGS on exp(sin(pi x) + y^2), and of a ReLU MLP [784, 512, 10] on MNIST.")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        kan_cfg, mlp_cfg = parse_configs(args)
-    except ValueError as err:
-        parser.error(str(err))
+    cfg = parse_args(argv)
+    mlp_cfg = None if cfg.skip_mlp else dataclasses.replace(cfg.mlp, seed=cfg.kan.seed)
     jax.config.update("jax_enable_x64", True)  # float64 KAN and exact references; the MLP stays float32
     try:
-        run_study(kan_cfg, mlp_cfg, args.out_dir, data_dir=args.data_dir, verbose=not args.quiet)
+        run_study(cfg.kan, mlp_cfg, cfg.out_dir, data_dir=cfg.data_dir, verbose=not cfg.quiet)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -3,12 +3,20 @@
 Defaults are the published protocol (Tucat et al., TMLR 2025, arXiv 2404.08624): G=5, k=3,
 images ``(x/255 - 0.5)/0.5`` flattened, batch 64 reshuffled every epoch with the last partial
 batch kept, the test set as validation, 10 epochs, seeds 100-500, cross-entropy; optimisers as
-in :data:`kan_jax.train.ALGORITHMS`. All seeds of an algorithm train in one compiled program
-(``vmap``), every epoch being one ``lax.scan``.
+in :data:`experiments.mnist_protocol.ALGORITHMS`. All seeds of an algorithm train in one
+compiled program (``vmap``), every epoch being one ``lax.scan``.
 
-Outputs in ``--out-dir``: ``<algo>_seed<seed>.json`` per run (written atomically; a rerun
-skips the runs already there, so an interrupted study resumes), ``summary.json``,
-``summary.md`` and the 2x2 figure ``mnist_study.png``.
+Configuration: :class:`MnistConfig` (a frozen dataclass; :data:`PRESETS` ``full``, the
+published protocol, and ``quick``), turned into flags by :mod:`experiments._cli`: ``--algos``,
+``--seeds``, ``--epochs``, ``--hidden``, ... and one flag per hyperparameter
+(``--dgclip-gamma 0.3``, ``--adamw-lr 3e-3``); ``--quick`` starts from the smoke preset.
+
+Outputs in ``--out-dir``: ``<algo>_seed<seed>.json`` per run, ``summary.json``, ``summary.md``
+and the 2x2 figure ``mnist_study.png``, all written atomically. Resume: after every epoch the
+training state of the running algorithm (params, grid, optimiser state, PRNG keys, history) is
+checkpointed atomically to ``checkpoints/<algo>_seeds<...>.msgpack``; a rerun of the same
+command skips the finished runs and continues an interrupted one from its last epoch, with
+the same numbers as an uninterrupted run.
 
 Usage::
 
@@ -21,10 +29,15 @@ algorithm's vmapped seeds over devices and splits every batch over the rest
 ``--process-id`` (or ``$JAX_COORDINATOR_ADDRESS``, ``$JAX_NUM_PROCESSES``, ``$JAX_PROCESS_ID``)
 start the same study on several processes or hosts, each writing only its own runs (seed ``j``
 of the list goes to process ``j mod P``) and process 0 writing the summary of all of them.
+Epoch checkpoints hold the state gathered to the host and are written by process 0 alone (in
+its ``--out-dir``); on resume process 0 reads them and sends them to the other processes, and
+the state is laid out on the mesh again, so a multi-process run resumes from process 0's
+``--out-dir`` (a shared folder is not needed for the checkpoints, but finished runs written by
+other processes are only seen as finished if process 0 sees them: use a shared ``--out-dir``
+to avoid recomputing them).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -37,29 +50,31 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kan_jax import KAN
-from kan_jax import sharding
-from kan_jax.checkpoint import atomic_write
+from experiments._cli import build_parser, option, parse
+from experiments._env import device_description
+from experiments.mnist_protocol import ALGORITHMS, HYPERPARAMETERS, hyperparameters, make_optimizer
+from kan_jax import KAN, sharding
+from kan_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from kan_jax.data import DataError, load_mnist, preprocess_mnist
-from kan_jax.train import ALGORITHMS, init_train_state, make_epoch_fn, make_optimizer, num_batches
+from kan_jax.io import atomic_write, write_json
+from kan_jax.train import init_train_state, make_epoch_fn, num_batches
 
 DEFAULT_ALGOS = ("adamw", "adam", "dgclip", "gclip", "gd")
 DEFAULT_SEEDS = (100, 200, 300, 400, 500)
-HYPERPARAMETERS = ("lr", "weight_decay", "gamma", "delta", "decay")
 
 
 @dataclasses.dataclass(frozen=True)
 class StudyConfig:
     """Everything that determines the numbers of a run (the resume key)."""
 
-    epochs: int = 10
-    batch_size: int = 64
-    eval_batch_size: int = 64
-    hidden: int = 64
-    grid_size: int = 5
-    spline_order: int = 3
-    train_subset: Optional[int] = None
-    test_subset: Optional[int] = None
+    epochs: int = option(10, help="training epochs")
+    batch_size: int = option(64, help="training batch size (the last partial batch is kept)")
+    eval_batch_size: int = option(64, help="evaluation batch size")
+    hidden: int = option(64, help="hidden width of the [784, H, 10] KAN")
+    grid_size: int = option(5, help="spline grid intervals G")
+    spline_order: int = option(3, help="spline order k")
+    train_subset: Optional[int] = option(None, help="use only the first N training images")
+    test_subset: Optional[int] = option(None, help="use only the first N test images")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "hidden", "grid_size"):
@@ -71,13 +86,6 @@ class StudyConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-
-
-def hyperparameters(algo: str, overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The published hyperparameters of ``algo`` with the user's overrides applied."""
-    hp = dict(ALGORITHMS[algo])
-    hp.update({k: v for k, v in overrides.get(algo, {}).items() if v is not None})
-    return hp
 
 
 def run_path(out_dir: Path, algo: str, seed: int) -> Path:
@@ -110,6 +118,62 @@ def _to_device(x: np.ndarray, y: np.ndarray, n: Optional[int]) -> tuple[jax.Arra
     return jnp.asarray(preprocess_mnist(x)), jnp.asarray(y.astype(np.int32))
 
 
+def checkpoint_path(directory: Path, algo: str, seeds: Sequence[int]) -> Path:
+    """The epoch checkpoint of ``seeds`` of ``algo`` trained in one program."""
+    return directory / f"{algo}_seeds{'-'.join(str(s) for s in seeds)}.msgpack"
+
+
+def _restore(path: Path, fresh: Any, meta_key: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    """``(tree, metadata)`` of the checkpoint at ``path`` if it continues this run, else None."""
+    if not path.exists():
+        return None
+    try:
+        tree, meta = load_checkpoint(path, fresh)
+    except CheckpointError as err:
+        print(f"warning: {err}; starting these seeds again", file=sys.stderr)
+        return None
+    if {k: meta.get(k) for k in meta_key} != meta_key:
+        raise SystemExit(
+            f"error: {path} was made with another configuration:\n  stored "
+            f"{ {k: meta.get(k) for k in meta_key} }\n  asked  {meta_key}\n"
+            "use another --out-dir, or --force to start again"
+        )
+    return tree, meta
+
+
+def _share_restored(found: tuple[Any, dict[str, Any]] | None, fresh: Any) -> tuple[Any, dict[str, Any]] | None:
+    """Process 0's restored checkpoint (or None) in every process; one process: ``found`` itself.
+
+    Only process 0 reads and writes epoch checkpoints; the others receive its tree and metadata
+    (``multihost_utils.broadcast_one_to_all``, a collective: every process calls this), so all
+    continue from the same epoch with the same state.
+    """
+    if jax.process_count() == 1:
+        return found
+    from jax.experimental import multihost_utils
+
+    payload = b"" if found is None else json.dumps(found[1]).encode()
+    size = int(multihost_utils.broadcast_one_to_all(np.array(len(payload), np.int32)))
+    if size == 0:
+        return None
+    buf = np.frombuffer(payload, np.uint8) if found is not None else np.zeros(size, np.uint8)
+    meta = json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buf), np.uint8)))
+    tree = multihost_utils.broadcast_one_to_all(found[0] if found is not None else fresh)
+    return jax.tree.map(np.asarray, tree), meta
+
+
+def _history_rows(epoch: int, lr: float, seconds: float, metrics: dict[str, np.ndarray], n: int) -> list[dict[str, Any]]:
+    """One history row per seed of a group from an epoch's metrics (NaN written as None)."""
+    rows = []
+    for j in range(n):
+        row = {"epoch": epoch + 1, "lr": lr, "seconds": seconds}
+        for name, values in metrics.items():
+            value = float(values[j])
+            row[name] = None if math.isnan(value) else value
+        rows.append(row)
+    return rows
+
+
 def train_algorithm(
     algo: str,
     seeds: Sequence[int],
@@ -119,6 +183,7 @@ def train_algorithm(
     *,
     vmap_seeds: bool = True,
     progress: bool = True,
+    checkpoint_dir: Optional[Path] = None,
     devices: Optional[int] = None,
 ) -> list[dict[str, Any]]:
     """Train ``seeds`` of one algorithm; returns one record (per-epoch metrics) per seed.
@@ -126,9 +191,18 @@ def train_algorithm(
     Each seed's PRNG key ``jax.random.key(seed)`` is split into an initialisation key and a
     shuffling key; epoch ``e`` shuffles with ``fold_in(shuffle_key, e)``. With ``vmap_seeds``
     all seeds run in one compiled program; otherwise one after the other, unbatched (same
-    numbers up to float rounding). ``devices``: run on a mesh of that many devices (seeds split
-    over devices, then batches; :func:`kan_jax.sharding.plan_mesh`), same numbers up to float
-    rounding; ``None``: the default device alone.
+    numbers up to float rounding).
+
+    With ``checkpoint_dir``, the state of each program (params, grid, optimiser state, the
+    shuffling keys, the history so far) is written there atomically after every epoch
+    (:func:`checkpoint_path`), and a checkpoint found there is continued from: the epochs
+    already done are not run again and the numbers equal an uninterrupted run's.
+
+    ``devices``: run on a mesh of that many devices (seeds split over devices, then batches;
+    :func:`kan_jax.sharding.plan_mesh`), same numbers up to float rounding; ``None``: the default
+    device alone. Checkpoints then hold the state gathered to the host (written by process 0
+    only) and a resumed state is laid out on the mesh again; with several processes process 0
+    reads the checkpoint and broadcasts it.
     """
     x_train, y_train, x_test, y_test = data
     steps = num_batches(x_train.shape[0], config.batch_size)
@@ -148,6 +222,7 @@ def train_algorithm(
         data = sharding.place(tuple(np.asarray(a) for a in data), sharding.replicated(mesh))
         x_train, y_train, x_test, y_test = data
     key_sharding = None if mesh is None else (sharding.seed_sharding(mesh) if batched else sharding.replicated(mesh))
+    rank = jax.process_index()
     # -------------------------------------------------------------------------------------------
     epoch_fn = make_epoch_fn(model, tx, config.batch_size, config.eval_batch_size, vmap_seeds=batched, mesh=mesh)
     init = lambda k: init_train_state(model, tx, k, sample_x)  # noqa: E731
@@ -156,59 +231,82 @@ def train_algorithm(
         init, fold = jax.vmap(init), jax.vmap(fold, in_axes=(0, None))
     init = jax.jit(init)
     history: list[list[dict[str, float]]] = [[] for _ in seeds]
-    bar = _progress_bar(total=config.epochs * len(groups), desc=f"{algo:>6}", enabled=progress and jax.process_index() == 0)
-    start = time.perf_counter()
+    bar = _progress_bar(total=config.epochs * len(groups), desc=f"{algo:>6}", enabled=progress and rank == 0)
+    elapsed = 0.0
     for group in groups:
+        start = time.perf_counter()
         select = np.array(group) if batched else group[0]
         state = init(init_keys[select])
-        if mesh is not None:
+        shuffle = shuffle_keys[select]
+        first = 0
+        group_seeds = [seeds[i] for i in group]
+        path = None if checkpoint_dir is None else checkpoint_path(checkpoint_dir, algo, group_seeds)
+        meta_key = {"algo": algo, "seeds": group_seeds, "config": dataclasses.asdict(config), "hyperparameters": hp}
+        fresh = jax.device_get((state, jax.random.key_data(shuffle)))  # host values (the restore template)
+        found = None
+        if path is not None:
+            found = _restore(path, fresh, meta_key) if rank == 0 else None
+            found = _share_restored(found, fresh)  # several processes: process 0's checkpoint for all
+        if found is not None:
+            (state, shuffle), meta = found
+            state, shuffle = jax.device_put(state), jax.random.wrap_key_data(jnp.asarray(shuffle))
+            first = meta["epoch"]
+            for i, rows in zip(group, meta["history"]):
+                history[i] = rows
+            elapsed += meta["seconds"]
+            bar.update(first)
+            if rank == 0:
+                print(f"{algo:>6}: seeds {group_seeds} resumed after epoch {first} from {path}", file=sys.stderr)
+        if mesh is not None:  # lay the (fresh or resumed) state out on the mesh
             state = jax.device_get(state)
             state = sharding.place(state, sharding.state_shardings(mesh, tx, state, seed_axis=batched))
-        for epoch in range(config.epochs):
+        for epoch in range(first, config.epochs):
             t0 = time.perf_counter()
-            epoch_key = fold(shuffle_keys[select], epoch)
+            epoch_key = fold(shuffle, epoch)
             if mesh is not None:
                 epoch_key = sharding.place(epoch_key, key_sharding)
             state, metrics = epoch_fn(state, epoch_key, x_train, y_train, x_test, y_test)
             metrics = {name: np.reshape(values, -1) for name, values in sharding.gather(metrics).items()}
             seconds = time.perf_counter() - t0
-            lr = float(schedule(epoch * steps))
-            for j, i in enumerate(group):
-                row = {"epoch": epoch + 1, "lr": lr, "seconds": seconds}
-                for name, values in metrics.items():
-                    value = float(values[j])
-                    row[name] = None if math.isnan(value) else value
+            for i, row in zip(group, _history_rows(epoch, float(schedule(epoch * steps)), seconds, metrics, len(group))):
                 history[i].append(row)
+            if path is not None:
+                # The sharded state gathered to the host (a collective: every process takes part);
+                # the shuffling keys are not on the mesh (the same local copy in every process).
+                host = (sharding.gather(state), np.asarray(jax.random.key_data(shuffle)))
+                so_far = time.perf_counter() - start + (meta["seconds"] if found is not None else 0.0)
+                if rank == 0:
+                    save_checkpoint(path, host,
+                                    {**meta_key, "epoch": epoch + 1, "history": [history[i] for i in group], "seconds": so_far})
             bar.update(1)
             bar.set_postfix(
                 loss=f"{float(np.mean(metrics['train_loss'])):.4f}",
                 acc=f"{float(np.mean(metrics['train_acc'])):.4f}",
                 val_acc=f"{float(np.mean(metrics['val_acc_batchmean'])):.4f}",
             )
+        elapsed += time.perf_counter() - start
     bar.close()
-    elapsed = time.perf_counter() - start
-    records = []
-    for i, seed in enumerate(seeds):
-        records.append(
-            {
-                "algo": algo,
-                "seed": seed,
-                "config": dataclasses.asdict(config),
-                "hyperparameters": hp,
-                "steps_per_epoch": steps,
-                "epochs": history[i],
-                "final": {k: v for k, v in history[i][-1].items() if k not in ("epoch", "seconds")},
-                "timing": {
-                    "algorithm_seconds": elapsed,
-                    "seeds_in_program": len(groups[0]),
-                    "device": str(jax.devices()[0]),
-                    "devices": [str(jax.devices()[0])] if mesh is None else sharding.mesh_device_names(mesh),
-                    "mesh": None if mesh is None else {k: int(v) for k, v in mesh.shape.items()},
-                    "processes": jax.process_count(),
-                },
-            }
-        )
-    return records
+    device = device_description()
+    return [
+        {
+            "algo": algo,
+            "seed": seed,
+            "config": dataclasses.asdict(config),
+            "hyperparameters": hp,
+            "steps_per_epoch": steps,
+            "epochs": history[i],
+            "final": {k: v for k, v in history[i][-1].items() if k not in ("epoch", "seconds")},
+            "timing": {
+                "algorithm_seconds": elapsed,
+                "seeds_in_program": len(groups[0]),
+                "device": device,
+                "devices": [str(jax.devices()[0])] if mesh is None else sharding.mesh_device_names(mesh),
+                "mesh": None if mesh is None else {k: int(v) for k, v in mesh.shape.items()},
+                "processes": jax.process_count(),
+            },
+        }
+        for i, seed in enumerate(seeds)
+    ]
 
 
 class _NoBar:
@@ -268,75 +366,109 @@ def summary_markdown(rows: list[dict[str, Any]], total_seconds: float, device: s
     return "\n".join(lines) + "\n"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m experiments.mnist",
-        description="AdamW, Adam, δ-GClip, GClip and SGD on a [784, 64, 10] KAN (published protocol by default).",
-    )
-    p.add_argument("--algos", nargs="+", default=list(DEFAULT_ALGOS), choices=sorted(ALGORITHMS), metavar="ALGO",
-                   help=f"algorithms to run (default: {' '.join(DEFAULT_ALGOS)})")
-    p.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS), help="seeds (default: 100 200 300 400 500)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--eval-batch-size", type=int, default=64)
-    p.add_argument("--hidden", type=int, default=64, help="hidden width of the [784, H, 10] KAN")
-    p.add_argument("--grid-size", type=int, default=5)
-    p.add_argument("--spline-order", type=int, default=3)
-    p.add_argument("--train-subset", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--test-subset", type=int, default=None, help="use only the first N test images")
-    for algo, hp in ALGORITHMS.items():
-        for name in hp:
-            if name == "decay" and hp[name] is None:
-                continue
-            flag = f"--{algo}-{name.replace('_', '-')}"
-            what = {"lr": "learning rate", "weight_decay": "weight decay", "gamma": "γ (clipping threshold)",
-                    "delta": "δ (floor of the clipping factor)", "decay": "per-epoch learning-rate decay (1 = off)"}[name]
-            p.add_argument(flag, type=float, default=None, dest=f"hp_{algo}_{name}", help=f"{algo} {what} (default {hp[name]})")
-    p.add_argument("--data-dir", type=Path, default=None,
-                   help="folder with the four MNIST IDX .gz files (else $KAN_JAX_MNIST_DIR, else tensorflow-datasets)")
-    p.add_argument("--out-dir", type=Path, default=Path("runs/mnist"))
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: all algorithms, 2 seeds, 1 epoch, 2048 training and 1024 test images")
-    p.add_argument("--no-vmap", action="store_true", help="train seeds one after the other instead of batched")
-    p.add_argument("--no-plot", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--force", action="store_true", help="recompute runs already in --out-dir")
-    # --- more devices (issue 12) --------------------------------------------------------------
-    p.add_argument("--devices", type=int, default=None,
-                   help="devices to run on (default: all; seeds are spread over them, then batches)")
-    p.add_argument("--coordinator-address", default=None,
-                   help="host:port of process 0 for a multi-process run (else $JAX_COORDINATOR_ADDRESS)")
-    p.add_argument("--num-processes", type=int, default=None, help="processes in a multi-process run (else $JAX_NUM_PROCESSES)")
-    p.add_argument("--process-id", type=int, default=None, help="this process's id, 0 ... P-1 (else $JAX_PROCESS_ID)")
-    return p
+# ------------------------------------------------------------------------------------------
+# Configuration and command line
+# ------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ScheduledHP:
+    """Hyperparameters of AdamW, Adam and SGD (ExponentialLR per epoch)."""
+
+    lr: float = option(help="learning rate")
+    weight_decay: float = option(help="weight decay")
+    decay: float = option(help="per-epoch learning-rate decay (1 = off)")
 
 
-def parse_config(args: argparse.Namespace) -> tuple[StudyConfig, dict[str, dict[str, Any]]]:
-    if args.quick:
-        args.seeds = args.seeds if args.seeds != list(DEFAULT_SEEDS) else [100, 200]
-        args.epochs = 1 if args.epochs == 10 else args.epochs
-        args.train_subset = args.train_subset or 2048
-        args.test_subset = args.test_subset or 1024
-    if len(set(args.seeds)) != len(args.seeds):
-        raise ValueError(f"--seeds must be distinct, got {args.seeds}")
-    config = StudyConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size,
-        hidden=args.hidden,
-        grid_size=args.grid_size,
-        spline_order=args.spline_order,
-        train_subset=args.train_subset,
-        test_subset=args.test_subset,
+@dataclasses.dataclass(frozen=True)
+class ClipHP:
+    """Hyperparameters of δ-GClip and GClip (constant learning rate)."""
+
+    lr: float = option(help="learning rate")
+    weight_decay: float = option(help="weight decay")
+    gamma: float = option(help="γ (clipping threshold)")
+    delta: float = option(help="δ (floor of the clipping factor)")
+
+
+def _published(cls: type, algo: str) -> Any:
+    return cls(**{f.name: ALGORITHMS[algo][f.name] for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class MnistConfig:
+    """Everything ``python -m experiments.mnist`` takes; :data:`PRESETS` names two."""
+
+    algos: tuple[str, ...] = option(DEFAULT_ALGOS, choices=sorted(ALGORITHMS), help="algorithms to run")
+    seeds: tuple[int, ...] = option(DEFAULT_SEEDS, help="seeds")
+    study: StudyConfig = option(default_factory=StudyConfig, prefix="")
+    adamw: ScheduledHP = option(default_factory=lambda: _published(ScheduledHP, "adamw"), help="AdamW")
+    adam: ScheduledHP = option(default_factory=lambda: _published(ScheduledHP, "adam"), help="Adam (L2 added to the gradient)")
+    dgclip: ClipHP = option(default_factory=lambda: _published(ClipHP, "dgclip"), help="δ-GClip")
+    gclip: ClipHP = option(default_factory=lambda: _published(ClipHP, "gclip"), help="GClip")
+    gd: ScheduledHP = option(default_factory=lambda: _published(ScheduledHP, "gd"), help="SGD (L2 added to the gradient)")
+    data_dir: Optional[Path] = option(
+        None, help="folder with the four MNIST IDX .gz files (else $KAN_JAX_MNIST_DIR, else tensorflow-datasets)")
+    out_dir: Path = option(Path("runs/mnist"), help="output folder")
+    vmap: Optional[bool] = option(
+        None,
+        help="train the seeds of an algorithm batched in one program (--vmap) or one after the other "
+        "(--no-vmap); default: batched on accelerators, one after the other on a CPU (faster there)",
     )
-    overrides: dict[str, dict[str, Any]] = {}
-    for key, value in vars(args).items():
-        if key.startswith("hp_") and value is not None:
-            algo, name = key[3:].split("_", 1)
-            overrides.setdefault(algo, {})[name] = value
-    for algo in args.algos:
-        make_optimizer(algo, 1, **{k: v for k, v in hyperparameters(algo, overrides).items() if k in HYPERPARAMETERS})
-    return config, overrides
+    plot: bool = option(True, flag="--no-plot", help="do not draw the figure")
+    progress: bool = option(True, flag="--no-progress", help="no progress bars")
+    force: bool = option(False, help="recompute runs already in --out-dir")
+    # --- more devices (issue 12): not part of the resume key (same numbers up to rounding) ----
+    devices: Optional[int] = option(
+        None, help="devices to run on (default: all; seeds are spread over them, then batches)")
+    coordinator_address: Optional[str] = option(
+        None, help="host:port of process 0 for a multi-process run (else $JAX_COORDINATOR_ADDRESS)")
+    num_processes: Optional[int] = option(None, help="processes in a multi-process run (else $JAX_NUM_PROCESSES)")
+    process_id: Optional[int] = option(None, help="this process's id, 0 ... P-1 (else $JAX_PROCESS_ID)")
+
+    def __post_init__(self) -> None:
+        if self.devices is not None and self.devices < 1:
+            raise ValueError(f"--devices: the number of devices must be >= 1, got {self.devices}")
+        if self.num_processes is not None and self.num_processes < 1:
+            raise ValueError(f"--num-processes must be >= 1, got {self.num_processes}")
+        if not self.algos:
+            raise ValueError("--algos needs at least one algorithm")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"--seeds must be distinct, got {list(self.seeds)}")
+        overrides = self.overrides
+        for algo in self.algos:
+            make_optimizer(algo, 1, **{k: v for k, v in hyperparameters(algo, overrides).items() if k in HYPERPARAMETERS})
+
+    @property
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """``{algo: {name: value}}`` for :func:`~experiments.mnist_protocol.hyperparameters`."""
+        return {algo: dataclasses.asdict(getattr(self, algo)) for algo in ALGORITHMS}
+
+
+#: ``full``: the published protocol; ``quick``: a smoke run (2 seeds, 1 epoch, 2,048 / 1,024 images).
+PRESETS = {
+    "full": MnistConfig(),
+    "quick": MnistConfig(seeds=(100, 200), study=StudyConfig(epochs=1, train_subset=2048, test_subset=1024)),
+}
+
+
+_PARSER_KWARGS = dict(prog="python -m experiments.mnist",
+                      description="AdamW, Adam, δ-GClip, GClip and SGD on a [784, 64, 10] KAN "
+                                  "(published protocol by default).")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> MnistConfig:
+    """The configuration from a command line (usage errors exit with status 2)."""
+    return parse(MnistConfig, PRESETS, argv, **_PARSER_KWARGS)
+
+
+def _usage_error(message: str) -> None:
+    """Exit with the usage line, ``message`` and status 2 (as a flag error would)."""
+    build_parser(MnistConfig, PRESETS, **_PARSER_KWARGS).error(message)
+
+
+def _remove_stale_temporaries(out_dir: Path) -> None:
+    """Temporary files of this study's writers left by a killed process (never complete)."""
+    for pattern in (".*_seed*.tmp.json", "checkpoints/.*_seeds*.tmp.msgpack", ".summary.*.tmp.*", ".mnist_study.*.tmp.png"):
+        for path in out_dir.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 def run_study(
@@ -359,8 +491,9 @@ def run_study(
     ``devices``: passed to ``trainer`` (a mesh of that many devices; ``None``: one device). With
     several processes (:func:`kan_jax.sharding.initialize_distributed`) every process runs the same
     program, writes only its own runs (seed ``j`` of ``seeds`` goes to process ``j mod P``) and
-    process 0 writes the summary and figure of all runs; which runs are already done is process
-    0's view of ``out_dir`` (use a shared folder, or other processes' runs are recomputed).
+    process 0 writes the summary, the figure and the epoch checkpoints; which runs are already
+    done is process 0's view of ``out_dir`` (use a shared folder, or other processes' runs are
+    recomputed).
     """
     rank, nproc = jax.process_index(), jax.process_count()
     owner = {s: j % nproc for j, s in enumerate(seeds)}
@@ -371,6 +504,9 @@ def run_study(
     data = (*_to_device(mnist.x_train, mnist.y_train, config.train_subset), *_to_device(mnist.x_test, mnist.y_test, config.test_subset))
     records: dict[str, list[dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
+    ckpt_dir = out_dir / "checkpoints"
+    if rank == 0:
+        _remove_stale_temporaries(out_dir)
     for algo in algos:
         hp = hyperparameters(algo, overrides)
         done = {} if force else {s: load_finished(run_path(out_dir, algo, s), config, hp) for s in seeds}
@@ -383,70 +519,89 @@ def run_study(
         todo = [s for s in seeds if done.get(s) is None]
         if todo:
             t0 = time.perf_counter()
-            for record in trainer(algo, todo, config, hp, data, vmap_seeds=vmap_seeds, progress=progress, **extra):
+            if force and rank == 0:
+                for old in ckpt_dir.glob(f"{algo}_seeds*.msgpack"):
+                    old.unlink()
+            for record in trainer(algo, todo, config, hp, data, vmap_seeds=vmap_seeds, progress=progress,
+                                  checkpoint_dir=ckpt_dir, **extra):
                 if owner[record["seed"]] == rank:
-                    atomic_write(run_path(out_dir, algo, record["seed"]), json.dumps(record, indent=1) + "\n")
+                    write_json(run_path(out_dir, algo, record["seed"]), record)
                 done[record["seed"]] = record
+            if rank == 0:
+                for finished in ckpt_dir.glob(f"{algo}_seeds*.msgpack"):  # the JSON files hold it all now
+                    finished.unlink()
             seconds[algo] = time.perf_counter() - t0
         elif rank == 0:
             print(f"{algo:>6}: all {len(seeds)} seeds already in {out_dir}, skipped")
         records[algo] = [done[s] for s in seeds]
+    if rank == 0 and ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+        ckpt_dir.rmdir()
     total = time.perf_counter() - start
     rows = summarize(records, seconds)
-    device = str(jax.devices()[0])
-    used = [str(d) for d in jax.devices()[: devices or 1]]
     if rank != 0:  # process 0 writes the summary of everyone's runs
         return rows
-    where = device if len(used) == 1 else f"{len(used)} devices ({used[0]} ...) in {nproc} process(es)"
+    device = device_description()
+    used = [str(d) for d in jax.devices()[: devices or 1]]
+    where = device if len(used) == 1 else f"{len(used)} devices ({used[0]} ...) in {nproc} process(es); {device}"
     table = summary_markdown(rows, total, where)
     atomic_write(out_dir / "summary.md", table)
-    summary = {"rows": rows, "total_seconds": total, "device": device, "devices": used, "processes": nproc}
-    atomic_write(out_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
+    write_json(out_dir / "summary.json",
+               {"rows": rows, "total_seconds": total, "device": device, "devices": used, "processes": nproc})
     print(table)
     if plot:
-        from kan_jax.plotting import plot_training_curves
+        from experiments.mnist_protocol import plot_training_curves
 
         fig_path = out_dir / "mnist_study.png"
-        plot_training_curves(records, fig_path)
+        plot_training_curves(records, fig_path, model=f"KAN [784, {config.hidden}, 10]")
         print(f"figure: {fig_path}")
     return rows
 
 
+def default_vmap_seeds(backend: Optional[str] = None, devices: Optional[int] = None) -> bool:
+    """Whether to batch seeds with ``vmap`` by default: on accelerators yes, on a CPU no.
+
+    On the 2-core CPU one seed at a time was 1.45x faster per seed than 5 vmapped seeds
+    (batched matrix products are slower there; ``benchmarks/RESULTS.md``); on a GPU or TPU one
+    program for all seeds fills the device. On a mesh of several ``devices`` yes on every
+    backend: the vmapped seed axis is what :func:`kan_jax.sharding.plan_mesh` spreads over them.
+    """
+    if devices is not None and devices > 1:
+        return True
+    return (jax.default_backend() if backend is None else backend) != "cpu"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    # More devices (issue 12): join a multi-process run first, then check --devices.
+    cfg = parse_args(argv)
+    # More devices (issue 12): join a multi-process run first (before any computation), then
+    # check --devices (a usage error naming how many devices there are).
     try:
-        sharding.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id)
-        devices = jax.device_count() if args.devices is None else args.devices
-        sharding.make_mesh(devices)  # a clear error if there are fewer
+        sharding.initialize_distributed(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
+        devices = jax.device_count() if cfg.devices is None else cfg.devices
+        sharding.make_mesh(devices)
     except ValueError as err:
-        parser.error(str(err))
+        _usage_error(str(err))
     # One device in one process: the plain single-device program (no mesh).
     devices = None if devices == 1 and jax.process_count() == 1 else devices
     try:
-        config, overrides = parse_config(args)
-    except ValueError as err:
-        parser.error(str(err))
-    try:
         run_study(
-            args.algos,
-            args.seeds,
-            config,
-            overrides,
-            args.out_dir,
-            data_dir=args.data_dir,
-            vmap_seeds=not args.no_vmap,
-            force=args.force,
-            progress=not args.no_progress,
-            plot=not args.no_plot,
+            cfg.algos,
+            cfg.seeds,
+            cfg.study,
+            cfg.overrides,
+            cfg.out_dir,
+            data_dir=cfg.data_dir,
+            vmap_seeds=default_vmap_seeds(devices=devices) if cfg.vmap is None else cfg.vmap,
+            force=cfg.force,
+            progress=cfg.progress,
+            plot=cfg.plot,
             devices=devices,
         )
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished runs are saved in {args.out_dir}; rerun the same command to resume", file=sys.stderr)
+        where = cfg.out_dir if jax.process_count() == 1 else f"process 0's --out-dir ({cfg.out_dir} in process 0)"
+        print(f"\ninterrupted: finished epochs are saved in {where}; rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
 

@@ -1,8 +1,20 @@
 """kan-jax: Kolmogorov-Arnold Networks in JAX/Flax, delta-GClip, Hessian and loss-landscape tools."""
 
-from kan_jax import checkpoint, data, functional, hessian, landscape, sharding, splines, train
+from kan_jax import (
+    checkpoint,
+    data,
+    functional,
+    hessian,
+    io,
+    landscape,
+    numerics,
+    sharding,
+    splines,
+    train,
+)
 from kan_jax.checkpoint import CheckpointError, load_params, save_params
 from kan_jax.data import DataError, create_dataset, load_mnist, preprocess_mnist
+from kan_jax.functional import KANLayerConfig
 from kan_jax.layers import (
     KAN,
     KANLinear,
@@ -40,10 +52,12 @@ __all__ = [
     "hessian_trace",
     "hvp",
     "interpolate",
+    "io",
     "lanczos",
     "landscape",
     "load_params",
     "min_eigenpair",
+    "numerics",
     "random_direction",
     "save_params",
     "slice_2d",
@@ -52,6 +66,7 @@ __all__ = [
     "DataError",
     "KAN",
     "KANLinear",
+    "KANLayerConfig",
     "ScaleByDGClipState",
     "create_dataset",
     "data",

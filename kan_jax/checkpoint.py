@@ -3,10 +3,13 @@
 A checkpoint file holds a small header and the parameters' Flax *state dict*
 (:func:`flax.serialization.to_state_dict`: nested dicts with string keys, arrays as numpy
 arrays, dtypes including bfloat16 kept), serialised with
-:func:`flax.serialization.msgpack_serialize`. Files are written atomically: the bytes go to a
-temporary file in the destination directory, are flushed to disk, and the temporary file is then
-renamed over the destination with :func:`os.replace`, so a crash never leaves a half-written
-checkpoint under the final name. Plain ``flax.serialization.to_bytes`` files are read as well.
+:func:`flax.serialization.msgpack_serialize`. Files are written atomically
+(:func:`kan_jax.io.atomic_write`), so a crash never leaves a half-written checkpoint under the
+final name. Plain ``flax.serialization.to_bytes`` files are read as well.
+
+:func:`save_checkpoint` / :func:`load_checkpoint` store a whole training state the same way
+(any pytree: params, grid, optimiser state, PRNG key data) together with JSON metadata (epoch,
+history, configuration), so a run can continue from it.
 
 Examples
 --------
@@ -16,65 +19,23 @@ Examples
 """
 from __future__ import annotations
 
+import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 import jax
 from flax import serialization
 
+from kan_jax.io import atomic_write
+
 PyTree = Any
 
-__all__ = ["save_params", "load_params", "atomic_write", "CheckpointError"]
+__all__ = ["save_params", "load_params", "save_checkpoint", "load_checkpoint", "CheckpointError"]
 
 _FORMAT = "kan_jax.params"
+_FORMAT_STATE = "kan_jax.train_state"
 _VERSION = 1
-
-
-def atomic_write(path: str | os.PathLike, data: Union[bytes, str, Callable[[Path], Any]]) -> Path:
-    """Write a file atomically: all of it under its final name, or nothing (the old file kept).
-
-    The content goes to a temporary file in the destination folder (same suffix, so writers
-    that pick a format from it work), is flushed to disk, gets ordinary permissions
-    (``0o666`` less the umask) and is renamed over ``path`` with :func:`os.replace`.
-
-    Parameters
-    ----------
-    path : str or PathLike
-        Destination; parent folders are created.
-    data : bytes, str or callable
-        The content (``str`` is written as UTF-8), or ``write(tmp_path)`` that writes the
-        temporary file itself (e.g. ``lambda p: fig.savefig(p)``).
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    tmp_path = Path(tmp)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp creates 0600
-        if callable(data):
-            os.close(fd)
-            data(tmp_path)
-            with open(tmp_path, "rb+") as f:
-                os.fsync(f.fileno())
-        else:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data.encode() if isinstance(data, str) else data)
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    return path
 
 
 class CheckpointError(ValueError):
@@ -150,3 +111,65 @@ def load_params(path: str | os.PathLike, target: PyTree | None = None) -> PyTree
         return serialization.from_state_dict(target, state)
     except Exception as err:
         raise CheckpointError(f"{path} does not match the target structure: {err}") from err
+
+
+def save_checkpoint(path: str | os.PathLike, tree: PyTree, metadata: dict[str, Any]) -> Path:
+    """Write a training-state pytree and JSON metadata to ``path`` atomically (msgpack).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Destination file; parent directories are created.
+    tree : PyTree
+        E.g. a ``TrainState`` (params, grid, optax state) and PRNG key data
+        (``jax.random.key_data``); typed PRNG keys cannot be stored directly.
+    metadata : dict
+        Anything :func:`json.dumps` accepts (epoch, per-epoch history, configuration).
+
+    Returns
+    -------
+    Path
+        The path written.
+    """
+    state = serialization.to_state_dict(jax.device_get(tree))
+    payload = serialization.msgpack_serialize(
+        {"format": _FORMAT_STATE, "version": _VERSION, "tree": state, "metadata": json.dumps(metadata)}
+    )
+    return atomic_write(path, payload)
+
+
+def load_checkpoint(path: str | os.PathLike, target: PyTree) -> tuple[PyTree, dict[str, Any]]:
+    """Read ``(tree, metadata)`` written by :func:`save_checkpoint`.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Checkpoint file.
+    target : PyTree
+        A pytree of the expected structure (e.g. a freshly initialised training state); the
+        result has exactly its structure, with numpy leaves.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    CheckpointError
+        If the file is not a training-state checkpoint or does not match ``target``.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no training-state checkpoint at {path}") from None
+    try:
+        state = serialization.msgpack_restore(data)
+    except Exception as err:
+        raise CheckpointError(f"{path} is not a readable msgpack checkpoint (corrupt or truncated?): "
+                              f"{type(err).__name__}: {err}") from err
+    if not isinstance(state, dict) or state.get("format") != _FORMAT_STATE:
+        raise CheckpointError(f"{path} is not a training-state checkpoint (expected format {_FORMAT_STATE!r})")
+    try:
+        tree = serialization.from_state_dict(target, state["tree"])
+    except Exception as err:
+        raise CheckpointError(f"{path} does not match the target structure: {err}") from err
+    return tree, json.loads(state["metadata"])

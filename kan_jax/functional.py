@@ -10,12 +10,27 @@ A layer is a parameter dict and a knot grid::
 and computes, for ``x`` of shape ``(..., in)``,
 
 .. math::
-    y = \\operatorname{silu}(x)\\, W_b^\\top
-        + \\operatorname{vec}(B(x))\\, \\operatorname{vec}(W_s \\odot s)^\\top,
+    y_o = \\sum_i \\operatorname{silu}(x_i)\\, W_{b,oi}
+        + \\sum_i s_{oi} \\sum_j B_j(x_i)\\, W_{s,oij},
 
-``B(x)`` being the ``(in, n)`` B-spline bases (:func:`kan_jax.splines.b_spline_bases`). The
-grid is state, not a parameter: it is an argument of every function here and never
-differentiated.
+``B`` being the order-``k`` B-spline bases on input ``i``'s knot row
+(:mod:`kan_jax.splines`). Only ``k + 1`` of the ``n`` bases are non-zero at any point, so the
+spline branch has two exact formulations (:func:`spline_branch`):
+
+* ``"dense"``: the full ``(B, in·n)`` basis matrix times the ``(in·n, out)`` scaled weights,
+  one matrix product (efficient-kan's formulation; its cost grows with ``n``);
+* ``"local"``: for every ``(sample, input)`` the ``k + 1`` coefficient columns of the interval
+  the input falls in are gathered and combined with the ``k + 1`` local basis values (work
+  proportional to ``k + 1``, not to ``n``; the gradient is the matching scatter-add, which sums
+  over all samples that fall into the same interval).
+
+:func:`choose_spline_strategy` picks one by a cost rule measured per backend; the layer
+configuration's ``spline_strategy`` overrides it. The grid is state, not a parameter: it is an
+argument of every function here and never differentiated. Internals are compiled with only
+integers, shapes, dtypes and strategy names static (floats are traced, callables such as the
+base activation are applied outside), so they cost one compilation per layer shape when
+called eagerly and inline into the caller's program under ``jit``; the size of every program
+is independent of the grid size.
 
 References
 ----------
@@ -24,151 +39,314 @@ Blealtan, *efficient-kan* (PyTorch implementation of the same layer).
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from typing import Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from kan_jax import splines
 
 __all__ = [
-    "validate_layer_config",
+    "KANLayerConfig",
+    "SPLINE_STRATEGIES",
+    "DENSE_MAX_BASES_PER_WINDOW",
+    "choose_spline_strategy",
     "kaiming_uniform",
+    "init_spline_weight",
     "init_layer",
-    "layer_apply",
+    "spline_order_of",
     "scaled_spline_weight",
+    "spline_branch",
+    "layer_apply",
     "layer_update_grid",
     "layer_regularization_loss",
 ]
 
 Params = Mapping[str, jax.Array]
+Dtype = Any
+
+#: Formulations of the spline branch; ``"auto"`` chooses by :func:`choose_spline_strategy`.
+SPLINE_STRATEGIES = ("auto", "dense", "local")
+
+#: Cost rule of ``"auto"``: the dense product is used while ``n = G + k`` is at most this
+#: many times the ``k + 1`` non-zero bases per input (backend name -> factor). Measured with
+#: ``benchmarks/spline_strategies.py`` (figures in ``benchmarks/RESULTS.md``); backends not
+#: listed use the CPU value.
+DENSE_MAX_BASES_PER_WINDOW: dict[str, float] = {"cpu": 16.0, "gpu": 16.0, "tpu": 16.0}
 
 
-def validate_layer_config(
-    grid_size: int,
-    spline_order: int,
-    grid_range: tuple[float, float],
-    scale_noise: float,
-    scale_base: float,
-    scale_spline: float,
-    grid_eps: float,
-) -> None:
-    """Raise ``ValueError`` naming the argument for an invalid layer configuration.
+@dataclasses.dataclass(frozen=True)
+class KANLayerConfig:
+    """Configuration of a KAN layer, validated on construction (shared by the Linen and NNX fronts).
 
-    ``grid_size >= 1`` and ``spline_order >= 0`` integers, ``grid_range = (lo, hi)`` with
-    ``hi > lo``, non-negative scales, ``grid_eps`` in ``[0, 1]``.
+    Attributes
+    ----------
+    grid_size:
+        Intervals ``G >= 1`` of the initial uniform grid over ``grid_range``. (After a grid
+        refinement the actual size is read from the variables.)
+    spline_order:
+        Order ``k >= 0`` of the splines.
+    scale_noise:
+        Size of the initial spline noise, ``>= 0`` (efficient-kan's ``scale_noise``).
+    scale_base, scale_spline:
+        Kaiming-uniform gains of ``base_weight`` and ``spline_scaler``, ``>= 0``.
+    enable_standalone_scale_spline:
+        Whether to learn a per-edge ``spline_scaler`` (efficient-kan's default).
+    base_activation:
+        Activation of the residual branch (SiLU).
+    grid_eps:
+        Uniform share of the grid in grid updates, in ``[0, 1]`` (``0``: sample quantiles).
+    grid_range:
+        ``(lo, hi)`` of the initial grid, ``hi > lo``.
+    spline_strategy:
+        ``"auto"`` (by :func:`choose_spline_strategy`), ``"dense"`` or ``"local"``.
+    dtype:
+        Computation dtype (``None``: promotion of the input and parameter dtypes).
+    param_dtype:
+        Dtype of the parameters and the grid.
+
+    Examples
+    --------
+    >>> from kan_jax.functional import KANLayerConfig
+    >>> KANLayerConfig(grid_size=10).spline_order
+    3
+    >>> KANLayerConfig(grid_size=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: grid_size must be an integer >= 1, got 0
     """
-    splines._check_grid_args(grid_size, spline_order, grid_range)
-    for name, value in (("scale_noise", scale_noise), ("scale_base", scale_base), ("scale_spline", scale_spline)):
-        if value < 0:
-            raise ValueError(f"{name} must be >= 0, got {value!r}")
-    if not 0.0 <= grid_eps <= 1.0:
-        raise ValueError(f"grid_eps must be in [0, 1], got {grid_eps!r}")
+
+    grid_size: int = 5
+    spline_order: int = 3
+    scale_noise: float = 0.1
+    scale_base: float = 1.0
+    scale_spline: float = 1.0
+    enable_standalone_scale_spline: bool = True
+    base_activation: Callable[[jax.Array], jax.Array] = jax.nn.silu
+    grid_eps: float = 0.02
+    grid_range: tuple[float, float] = (-1.0, 1.0)
+    spline_strategy: str = "auto"
+    dtype: Optional[Dtype] = None
+    param_dtype: Dtype = jnp.float32
+
+    def __post_init__(self) -> None:
+        splines.validate_grid_args(self.grid_size, self.spline_order, self.grid_range)
+        for name in ("scale_noise", "scale_base", "scale_spline"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if not 0.0 <= self.grid_eps <= 1.0:
+            raise ValueError(f"grid_eps must be in [0, 1], got {self.grid_eps!r}")
+        if self.spline_strategy not in SPLINE_STRATEGIES:
+            raise ValueError(f"spline_strategy must be one of {SPLINE_STRATEGIES}, got {self.spline_strategy!r}")
+        if not callable(self.base_activation):
+            raise ValueError(f"base_activation must be callable, got {self.base_activation!r}")
+        # Canonical, hashable values (the configuration is static data under jit).
+        object.__setattr__(self, "grid_size", int(self.grid_size))
+        object.__setattr__(self, "spline_order", int(self.spline_order))
+        object.__setattr__(self, "grid_range", (float(self.grid_range[0]), float(self.grid_range[1])))
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Names of the configuration fields, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes: Any) -> "KANLayerConfig":
+        """A copy with ``changes`` applied (validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+def choose_spline_strategy(n_bases: int, spline_order: int, backend: Optional[str] = None) -> str:
+    """The cheaper exact formulation of the spline branch: ``"dense"`` or ``"local"``.
+
+    ``"dense"`` multiplies all ``n`` bases per input, ``"local"`` gathers the ``k + 1`` that are
+    non-zero; the dense product wins while ``n <= c · (k + 1)``, with ``c`` the backend's
+    entry of :data:`DENSE_MAX_BASES_PER_WINDOW` (the measured crossover).
+
+    Parameters
+    ----------
+    n_bases:
+        Bases per input, ``n = G + k``.
+    spline_order:
+        Order ``k``.
+    backend:
+        ``"cpu"``, ``"gpu"``, ``"tpu"``; by default ``jax.default_backend()``.
+    """
+    backend = jax.default_backend() if backend is None else backend
+    factor = DENSE_MAX_BASES_PER_WINDOW.get(backend, DENSE_MAX_BASES_PER_WINDOW["cpu"])
+    return "dense" if n_bases <= factor * (spline_order + 1) else "local"
 
 
 def kaiming_uniform(a: float) -> Callable[..., jax.Array]:
     r"""PyTorch's ``kaiming_uniform_(w, a)`` for a weight of shape ``(out, in)``.
 
     Uniform on :math:`\pm\sqrt{6 / ((1 + a^2)\, \mathrm{in})}`, i.e. ``nn.Linear``'s default
-    :math:`\pm 1/\sqrt{\mathrm{in}}` for :math:`a = \sqrt 5`.
+    :math:`\pm 1/\sqrt{\mathrm{in}}` for :math:`a = \sqrt 5`. ``a`` may be a traced scalar.
     """
 
-    def init(key: jax.Array, shape: tuple[int, ...], dtype: jnp.dtype = jnp.float32) -> jax.Array:
-        bound = math.sqrt(6.0 / ((1.0 + a * a) * shape[-1]))
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
+        bound = jnp.sqrt(6.0 / ((1.0 + a * a) * shape[-1])).astype(dtype)
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
     return init
 
 
-@functools.partial(jax.jit, static_argnames=("out_features", "spline_order", "scale_noise", "scale", "dtype"))
+@functools.partial(jax.jit, static_argnames=("in_features", "out_features", "spline_order", "dtype"))
 def init_spline_weight(
     key: jax.Array,
-    grid: jax.Array,
+    grid_row: jax.Array,
+    in_features: int,
     out_features: int,
     spline_order: int,
     scale_noise: float = 0.1,
     scale: float = 1.0,
-    dtype: jnp.dtype = jnp.float32,
+    dtype: Dtype = jnp.float32,
 ) -> jax.Array:
-    """efficient-kan's spline initialisation: a least-squares fit of small uniform noise.
+    r"""efficient-kan's spline initialisation: a least-squares fit of small uniform noise.
 
     Noise ``(U(0, 1) - 1/2) * scale_noise / G`` is drawn at the ``G + 1`` interior knots of
-    every edge and fitted by :func:`kan_jax.splines.fit_spline_coefficients` (minimum-norm
-    solution, the system being under-determined for ``k > 1``), then multiplied by ``scale``.
+    every edge and fitted, in the minimum-norm least-squares sense (the system being
+    under-determined for ``k > 1``), by splines on the knot row ``grid_row`` that every input
+    shares at initialisation; the result is multiplied by ``scale``. Because the row is
+    shared, one pseudo-inverse of the ``(G + 1, G + k)`` collocation matrix serves all
+    ``in · out`` edges (a matrix product instead of ``in`` separate SVDs).
+
+    Parameters
+    ----------
+    key:
+        PRNG key.
+    grid_row:
+        Knots shared by every input, shape ``(G + 2k + 1,)``.
+    in_features, out_features:
+        Layer widths (static).
+    spline_order:
+        Order ``k`` (static).
+    scale_noise, scale:
+        Noise size and final factor (traced: new values do not recompile).
+    dtype:
+        Dtype of the result (static; the fit runs in at least float32).
 
     Returns
     -------
     jax.Array
         Shape ``(out, in, G + k)``.
     """
-    in_features, n_knots = grid.shape
-    grid_size = n_knots - 2 * spline_order - 1
+    k = int(spline_order)
+    n_knots = grid_row.shape[-1]
+    grid_size = n_knots - 2 * k - 1
     fit_dtype = jnp.promote_types(dtype, jnp.float32)  # fit half-precision weights in float32
-    grid = grid.astype(fit_dtype)
-    interior = grid[:, spline_order : n_knots - spline_order].T  # (G + 1, in)
+    row = grid_row.astype(fit_dtype)
+    interior = row[k : n_knots - k]  # (G + 1,)
     noise = jax.random.uniform(key, (grid_size + 1, in_features, out_features), fit_dtype)
     noise = (noise - 0.5) * scale_noise / grid_size
-    coeff = splines.fit_spline_coefficients(interior, noise, grid, spline_order)
-    return (scale * coeff).astype(dtype)
+    a = splines.b_spline_bases(interior[:, None], row, k)[:, 0, :]  # (G + 1, G + k)
+    coeff = jnp.linalg.pinv(a) @ noise.reshape(grid_size + 1, -1)  # (G + k, in * out)
+    coeff = coeff.reshape(grid_size + k, in_features, out_features)
+    return (scale * jnp.transpose(coeff, (2, 1, 0))).astype(dtype)
 
 
-@functools.partial(
-    jax.jit,
-    static_argnames=(
-        "in_features",
-        "out_features",
-        "grid_size",
-        "spline_order",
-        "scale_noise",
-        "scale_base",
-        "scale_spline",
-        "enable_standalone_scale_spline",
-        "grid_range",
-        "dtype",
-    ),
-)
+@functools.partial(jax.jit, static_argnames=("in_features", "out_features", "spline_order", "own_scaler", "dtype"))
+def _init_params(
+    key: jax.Array,
+    row: jax.Array,
+    scale_noise: jax.Array,
+    scale_base: jax.Array,
+    scale_spline: jax.Array,
+    *,
+    in_features: int,
+    out_features: int,
+    spline_order: int,
+    own_scaler: bool,
+    dtype: Dtype,
+) -> dict[str, jax.Array]:
+    # One compiled program per layer shape; the scales are traced.
+    k_base, k_spline, k_scaler = jax.random.split(key, 3)
+    sqrt5 = math.sqrt(5.0)
+    params = {
+        "base_weight": kaiming_uniform(sqrt5 * scale_base)(k_base, (out_features, in_features), dtype),
+        "spline_weight": init_spline_weight(
+            k_spline,
+            row,
+            in_features,
+            out_features,
+            spline_order,
+            scale_noise,
+            1.0 if own_scaler else scale_spline,
+            dtype,
+        ),
+    }
+    if own_scaler:
+        params["spline_scaler"] = kaiming_uniform(sqrt5 * scale_spline)(k_scaler, (out_features, in_features), dtype)
+    return params
+
+
 def init_layer(
     key: jax.Array,
     in_features: int,
     out_features: int,
-    *,
-    grid_size: int = 5,
-    spline_order: int = 3,
-    scale_noise: float = 0.1,
-    scale_base: float = 1.0,
-    scale_spline: float = 1.0,
-    enable_standalone_scale_spline: bool = True,
-    grid_range: tuple[float, float] = (-1.0, 1.0),
-    dtype: jnp.dtype = jnp.float32,
+    config: Optional[KANLayerConfig] = None,
 ) -> tuple[dict[str, jax.Array], jax.Array]:
     """Parameters and grid of a fresh layer, with efficient-kan's distributions.
+
+    The one initialisation both fronts use: ``base_weight`` and ``spline_scaler``
+    Kaiming-uniform with ``a = sqrt(5) * scale``; ``spline_weight`` by
+    :func:`init_spline_weight` (times ``scale_spline`` when there is no separate scaler).
+    Compiled once per layer shape; the configuration's floats are traced.
+
+    Parameters
+    ----------
+    key:
+        PRNG key (split into one key per parameter).
+    in_features, out_features:
+        Layer widths, ``>= 1``.
+    config:
+        Layer configuration (default ``KANLayerConfig()``).
 
     Returns
     -------
     (params, grid)
         ``params`` as in the module docstring, ``grid`` of shape ``(in, G + 2k + 1)``.
     """
-    grid = splines.uniform_grid(grid_size, spline_order, grid_range, in_features, dtype)
-    k_base, k_spline, k_scaler = jax.random.split(key, 3)
-    params = {
-        "base_weight": kaiming_uniform(math.sqrt(5) * scale_base)(k_base, (out_features, in_features), dtype),
-        "spline_weight": init_spline_weight(
-            k_spline,
-            grid,
-            out_features,
-            spline_order,
-            scale_noise,
-            1.0 if enable_standalone_scale_spline else scale_spline,
-            dtype,
-        ),
-    }
-    if enable_standalone_scale_spline:
-        params["spline_scaler"] = kaiming_uniform(math.sqrt(5) * scale_spline)(
-            k_scaler, (out_features, in_features), dtype
+    config = KANLayerConfig() if config is None else config
+    for name, value in (("in_features", in_features), ("out_features", out_features)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    dtype = jnp.dtype(config.param_dtype)
+    row = splines.uniform_grid(config.grid_size, config.spline_order, config.grid_range, dtype=dtype)
+    params = _init_params(
+        key,
+        row,
+        jnp.float32(config.scale_noise),
+        jnp.float32(config.scale_base),
+        jnp.float32(config.scale_spline),
+        in_features=int(in_features),
+        out_features=int(out_features),
+        spline_order=config.spline_order,
+        own_scaler=bool(config.enable_standalone_scale_spline),
+        dtype=dtype,
+    )
+    return params, jnp.broadcast_to(row, (int(in_features), row.shape[0]))
+
+
+def spline_order_of(params: Params, grid: jax.Array) -> int:
+    """Spline order ``k = M - n - 1`` of a layer from its ``M`` knots and ``n`` bases per input."""
+    w = params["spline_weight"]
+    if w.ndim != 3:
+        raise ValueError(f"spline_weight must have shape (out, in, n), got {tuple(w.shape)}")
+    if grid.ndim != 2 or grid.shape[0] != w.shape[1]:
+        raise ValueError(f"grid must have shape (in={w.shape[1]}, M), got {tuple(grid.shape)}")
+    k = grid.shape[-1] - w.shape[-1] - 1
+    if k < 0:
+        raise ValueError(
+            f"grid with {grid.shape[-1]} knots per input cannot carry {w.shape[-1]} bases "
+            f"(need at least {w.shape[-1] + 1} knots)"
         )
-    return params, grid
+    return k
 
 
 def scaled_spline_weight(params: Params) -> jax.Array:
@@ -176,6 +354,76 @@ def scaled_spline_weight(params: Params) -> jax.Array:
     w = params["spline_weight"]
     scaler = params.get("spline_scaler")
     return w if scaler is None else w * scaler[..., None]
+
+
+#: Layout of the coefficient windows gathered by the local strategy: "out_major" gathers
+#: ``(out, 1, k + 1)`` windows straight from ``spline_weight``; "in_major" first transposes it
+#: to ``(in, n, out)`` so each window is one contiguous ``(k + 1, out)`` block.
+_LOCAL_LAYOUT = "in_major"
+
+#: How the dense strategy builds its basis matrix: "recursion" runs the whole-row Cox-de Boor
+#: recursion in basis-major layout (:func:`kan_jax.splines.bases_basis_major`), "local" places
+#: the local values into their columns (:func:`kan_jax.splines.b_spline_bases`).
+_DENSE_BASES = "recursion"
+
+
+def _gather_windows(w: jax.Array, start: jax.Array, width: int) -> jax.Array:
+    """``w[:, i, start[b, i] + q]`` for every ``(b, i)`` and ``q < width``: shape ``(B, in, width, out)``."""
+    out_features, in_features, n = w.shape
+    pib = lax.GatherScatterMode.PROMISE_IN_BOUNDS  # start is clipped into [0, n - width]
+    if _LOCAL_LAYOUT == "in_major":
+        table = jnp.transpose(w, (1, 2, 0)).reshape(in_features * n, out_features)
+        first_row = (jnp.arange(in_features, dtype=start.dtype) * n + start)[..., None]  # (B, in, 1)
+        dims = lax.GatherDimensionNumbers(offset_dims=(2, 3), collapsed_slice_dims=(), start_index_map=(0,))
+        return lax.gather(table, first_row, dims, slice_sizes=(width, out_features), mode=pib)
+    inputs = jnp.broadcast_to(jnp.arange(in_features, dtype=start.dtype), start.shape)
+    index = jnp.stack([inputs, start], axis=-1)  # (B, in, 2): (input, first basis)
+    dims = lax.GatherDimensionNumbers(offset_dims=(2, 3), collapsed_slice_dims=(1,), start_index_map=(1, 2))
+    windows = lax.gather(w, index, dims, slice_sizes=(out_features, 1, width), mode=pib)  # (B, in, out, width)
+    return jnp.swapaxes(windows, -1, -2)
+
+
+@functools.partial(jax.jit, static_argnames=("strategy",))
+def spline_branch(params: Params, grid: jax.Array, x: jax.Array, strategy: str = "auto") -> jax.Array:
+    r"""The spline branch :math:`\sum_i s_{oi} \sum_j B_j(x_i) W_{s,oij}` of a layer.
+
+    Parameters
+    ----------
+    params, grid:
+        The layer, as in the module docstring.
+    x:
+        Inputs, shape ``(B, in)``, in the computation dtype.
+    strategy:
+        ``"dense"``, ``"local"`` or ``"auto"`` (:func:`choose_spline_strategy`); all give the
+        same values and gradients up to rounding.
+
+    Returns
+    -------
+    jax.Array
+        Shape ``(B, out)``.
+    """
+    k = spline_order_of(params, grid)
+    w = params["spline_weight"].astype(x.dtype)
+    out_features, in_features, n = w.shape
+    if strategy == "auto":
+        strategy = choose_spline_strategy(n, k)
+    if strategy == "dense":
+        w_scaled = scaled_spline_weight({**params, "spline_weight": w}).astype(x.dtype)
+        if _DENSE_BASES == "recursion":
+            planes = splines.bases_basis_major(x, grid.astype(x.dtype), k)  # (n, B, in)
+            bases = jnp.moveaxis(planes, 0, -1).reshape(x.shape[0], -1)
+        else:
+            bases = splines.b_spline_bases(x, grid.astype(x.dtype), k).reshape(x.shape[0], -1)
+        return jnp.dot(bases, w_scaled.reshape(out_features, -1).T)
+    if strategy != "local":
+        raise ValueError(f"strategy must be one of {SPLINE_STRATEGIES}, got {strategy!r}")
+    start, values = splines.local_bases(x, grid.astype(x.dtype), k)  # (B, in), (B, in, k + 1)
+    windows = _gather_windows(w, start, k + 1)  # (B, in, k + 1, out)
+    per_edge = jnp.einsum("biq,biqo->bio", values, windows)
+    scaler = params.get("spline_scaler")
+    if scaler is None:
+        return jnp.sum(per_edge, axis=1)
+    return jnp.einsum("bio,oi->bo", per_edge, scaler.astype(x.dtype))
 
 
 def _check_input(grid: jax.Array, x: jax.Array) -> None:
@@ -186,56 +434,57 @@ def _check_input(grid: jax.Array, x: jax.Array) -> None:
         )
 
 
-@functools.partial(jax.jit, static_argnames=("spline_order", "base_activation", "dtype"))
 def layer_apply(
     params: Params,
     grid: jax.Array,
     x: jax.Array,
-    *,
-    spline_order: int,
-    base_activation: Callable[[jax.Array], jax.Array] = jax.nn.silu,
-    dtype: Optional[jnp.dtype] = None,
+    config: Optional[KANLayerConfig] = None,
 ) -> jax.Array:
     """Forward pass of one layer.
 
     Parameters
     ----------
     params, grid:
-        As in the module docstring.
+        As in the module docstring; the spline order is read from their shapes.
     x:
         Inputs, shape ``(..., in)``; leading dimensions are flattened and restored.
-    spline_order:
-        Order ``k`` of the splines (static).
-    base_activation:
-        Activation of the residual branch (SiLU in efficient-kan).
-    dtype:
-        Computation dtype; by default the promotion of the input and parameter dtypes.
+    config:
+        Uses ``base_activation``, ``dtype`` and ``spline_strategy`` (default
+        ``KANLayerConfig()``: SiLU, promoted dtype, automatic strategy).
 
     Returns
     -------
     jax.Array
         Shape ``(..., out)``.
     """
+    config = KANLayerConfig() if config is None else config
     _check_input(grid, x)
     w_base = params["base_weight"]
-    w_spline = scaled_spline_weight(params)
-    if dtype is None:
-        dtype = jnp.result_type(x, w_base)
+    dtype = config.dtype if config.dtype is not None else jnp.result_type(x, w_base)
     x2 = x.reshape(-1, x.shape[-1]).astype(dtype)
     out_features = w_base.shape[0]
-    base = jnp.dot(base_activation(x2), w_base.astype(dtype).T)
-    bases = splines.b_spline_bases(x2, grid, spline_order).reshape(x2.shape[0], -1)
-    spline = jnp.dot(bases, w_spline.astype(dtype).reshape(out_features, -1).T)
+    base = jnp.dot(config.base_activation(x2), w_base.astype(dtype).T)
+    spline = spline_branch(params, grid, x2, config.spline_strategy)
     return (base + spline).reshape(*x.shape[:-1], out_features)
 
 
-@functools.partial(jax.jit, static_argnames=("spline_order", "grid_size"))
+def _spline_outputs_per_edge(params: Params, grid: jax.Array, x: jax.Array) -> jax.Array:
+    """``y[b, i, o] = s_oi · sum_j B_j(x_bi) W_oij`` from the local bases: shape ``(B, in, out)``."""
+    k = spline_order_of(params, grid)
+    start, values = splines.local_bases(x, grid, k)
+    windows = _gather_windows(params["spline_weight"].astype(x.dtype), start, k + 1)
+    y = jnp.einsum("biq,biqo->bio", values, windows)
+    scaler = params.get("spline_scaler")
+    return y if scaler is None else y * scaler.T.astype(x.dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("grid_size", "spline_order"))
 def layer_update_grid(
     params: Params,
     grid: jax.Array,
     x: jax.Array,
     *,
-    spline_order: int,
+    spline_order: Optional[int] = None,
     grid_size: Optional[int] = None,
     grid_eps: float = 0.02,
     margin: float = 0.01,
@@ -243,7 +492,7 @@ def layer_update_grid(
     r"""Adapt the grid to samples and refit the splines so the layer's function is kept.
 
     The per-edge spline outputs :math:`y_{b,i,o} = \sum_j B_j(x_{b,i})\, (W_s \odot s)_{o,i,j}`
-    on the samples are computed on the old grid; the new grid is
+    on the samples are computed on the old grid (from the local bases); the new grid is
     :func:`kan_jax.splines.adaptive_grid` of the samples (``grid_size`` intervals, by default
     the current ``G``: a grid *update*; another value refines or coarsens the grid, pykan's
     ``refine``); the scaled coefficients on it are the least-squares fit of ``y``. Unlike
@@ -256,11 +505,11 @@ def layer_update_grid(
     Parameters
     ----------
     params, grid:
-        The layer, as in the module docstring.
+        The layer, as in the module docstring (the spline order is read from the shapes).
     x:
         Samples, shape ``(..., in)``.
     spline_order:
-        Order ``k`` (static).
+        Optional check: the order the caller expects (an error if the shapes say otherwise).
     grid_size:
         Intervals of the new grid (static); ``None`` keeps the current size.
     grid_eps, margin:
@@ -273,15 +522,19 @@ def layer_update_grid(
         does) and the new grid ``(in, grid_size + 2k + 1)``.
     """
     _check_input(grid, x)
+    k = spline_order_of(params, grid)
+    if spline_order is not None and spline_order != k:
+        raise ValueError(f"spline_order={spline_order} does not match the layer's shapes (order {k})")
     w = params["spline_weight"]
     if grid_size is None:
-        grid_size = w.shape[-1] - spline_order
+        grid_size = w.shape[-1] - k
+    splines.validate_grid_args(grid_size, k)
     fit_dtype = jnp.promote_types(w.dtype, jnp.float32)  # LAPACK has no half-precision lstsq
     x2 = x.reshape(-1, x.shape[-1]).astype(fit_dtype)
-    bases = splines.b_spline_bases(x2, grid.astype(fit_dtype), spline_order)  # (B, in, n)
-    y = jnp.einsum("bij,oij->bio", bases, scaled_spline_weight(params).astype(fit_dtype))
-    new_grid = splines.adaptive_grid(x2, grid_size, spline_order, grid_eps, margin)
-    fitted = splines.fit_spline_coefficients(x2, y, new_grid, spline_order)
+    fit_params = {name: value.astype(fit_dtype) for name, value in params.items()}
+    y = _spline_outputs_per_edge(fit_params, grid.astype(fit_dtype), x2)
+    new_grid = splines.adaptive_grid(x2, grid_size, k, grid_eps, margin)
+    fitted = splines.fit_spline_coefficients(x2, y, new_grid, k)
     new_grid = new_grid.astype(grid.dtype)
     scaler = params.get("spline_scaler")
     if scaler is not None:
@@ -302,7 +555,7 @@ def layer_regularization_loss(
         p = \ell / A, \quad R = a A + e \Big(-\sum_{oi} p_{oi} \log p_{oi}\Big),
 
     with :math:`0 \log 0 = 0`. (pykan's original regulariser uses activation magnitudes on
-    data; this cheaper stand-in uses the unscaled spline weights.)
+    data; this cheaper stand-in uses the unscaled spline weights and needs no bases.)
     """
     l1 = jnp.mean(jnp.abs(params["spline_weight"]), axis=-1)
     act = jnp.sum(l1)

@@ -47,10 +47,12 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from kan_jax.numerics import safe_divide
+
 PyTree = Any
 Array = jax.Array
 
-__all__ = ["interpolate", "slice_2d", "random_direction", "filter_normalize", "filter_axis"]
+__all__ = ["interpolate", "interpolate_params", "slice_2d", "random_direction", "filter_normalize", "filter_axis"]
 
 
 def _call(loss_fn, params, data):
@@ -63,11 +65,20 @@ def _map(fn, xs, chunk_size):
     return jax.lax.map(fn, xs, batch_size=int(chunk_size))
 
 
+def interpolate_params(theta0: PyTree, theta1: PyTree, alpha: Any) -> PyTree:
+    r"""The point :math:`(1 - \alpha)\,\theta_0 + \alpha\,\theta_1` of the line through two pytrees.
+
+    Every leaf keeps the dtype of its ``theta0`` leaf. ``alpha`` is a scalar (``0`` gives
+    ``theta0``, ``1`` gives ``theta1``; values outside ``[0, 1]`` extrapolate); pure and
+    jit/vmap/grad safe.
+    """
+    return jax.tree.map(lambda x0, x1: ((1 - alpha) * x0 + alpha * x1).astype(jnp.result_type(x0)), theta0, theta1)
+
+
 @functools.partial(jax.jit, static_argnames=("loss_fn", "chunk_size"))
 def _interpolate_jit(loss_fn, theta0, theta1, alphas, data, chunk_size):
     def at(a):
-        p = jax.tree.map(lambda x0, x1: ((1 - a) * x0 + a * x1).astype(jnp.result_type(x0)), theta0, theta1)
-        return _call(loss_fn, p, data)
+        return _call(loss_fn, interpolate_params(theta0, theta1, a), data)
 
     return _map(at, alphas, chunk_size)
 
@@ -208,12 +219,12 @@ def _normalize_leaf(d, t, axis, vector_mode):
         if vector_mode == "zero":
             return jnp.zeros_like(d)
         nd = jnp.linalg.norm(d)
-        return jnp.where(nd > 0, d * (jnp.linalg.norm(t) / jnp.where(nd > 0, nd, 1)), 0).astype(d.dtype)
+        return (d * safe_divide(jnp.linalg.norm(t), nd)).astype(d.dtype)
     axis = axis % d.ndim
     others = tuple(i for i in range(d.ndim) if i != axis)
     nd = jnp.sqrt(jnp.sum(d * d, axis=others, keepdims=True))
     nt = jnp.sqrt(jnp.sum(t * t, axis=others, keepdims=True))
-    return jnp.where(nd > 0, d * (nt / jnp.where(nd > 0, nd, 1)), 0).astype(d.dtype)
+    return (d * safe_divide(nt, nd)).astype(d.dtype)
 
 
 def filter_normalize(

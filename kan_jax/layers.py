@@ -69,29 +69,31 @@ def _grid_update_mode(grid_size: Optional[int], margin: float) -> Iterator[None]
         _GRID_UPDATE.reset(token)
 
 
-def _validate_layer_config(m: Any) -> None:
-    F.validate_layer_config(
-        m.grid_size, m.spline_order, m.grid_range, m.scale_noise, m.scale_base, m.scale_spline, m.grid_eps
-    )
+def _linen_config_fields(cls_name: str) -> type[nn.Module]:
+    """A Linen base module whose dataclass fields are those of :class:`KANLayerConfig`.
+
+    The fields are declared once, in the configuration; this base turns them into keyword-only
+    module attributes with the same defaults, so ``KANLinear(8, grid_size=10)`` and
+    ``KAN([2, 5, 1], spline_order=2)`` read as before, and ``module.config`` rebuilds (and
+    validates) the configuration from them.
+    """
+    annotations: dict[str, Any] = {"_config_fields": dataclasses.KW_ONLY}
+    namespace: dict[str, Any] = {"__module__": __name__, "__qualname__": cls_name}
+    for field in dataclasses.fields(F.KANLayerConfig):
+        annotations[field.name] = field.type
+        namespace[field.name] = field.default
+    namespace["__annotations__"] = annotations
+    return type(cls_name, (nn.Module,), namespace)
 
 
-#: Attributes shared by :class:`KANLinear` and :class:`KAN` (which passes them to every layer).
-_LAYER_CONFIG = (
-    "grid_size",
-    "spline_order",
-    "scale_noise",
-    "scale_base",
-    "scale_spline",
-    "enable_standalone_scale_spline",
-    "base_activation",
-    "grid_eps",
-    "grid_range",
-    "dtype",
-    "param_dtype",
-)
+_KANLayerFields = _linen_config_fields("_KANLayerFields")
 
 
-class KANLinear(nn.Module):
+def _config_of(module: Any) -> F.KANLayerConfig:
+    return F.KANLayerConfig(**{name: getattr(module, name) for name in F.KANLayerConfig.field_names()})
+
+
+class KANLinear(_KANLayerFields):
     """A Kolmogorov-Arnold layer: SiLU base branch plus learnable B-spline edges.
 
     ``y = base_activation(x) @ base_weight.T + B(x) @ (spline_weight * spline_scaler).T``,
@@ -104,26 +106,14 @@ class KANLinear(nn.Module):
     Attributes
     ----------
     features:
-        Number of outputs.
-    grid_size:
-        Intervals ``G`` of the initial uniform grid over ``grid_range``. After
-        :func:`refine` the size is read from the variables, so the same module applies.
-    spline_order:
-        Order ``k`` of the splines.
-    scale_noise, scale_base, scale_spline:
-        Initialisation scales (all ``>= 0``).
-    enable_standalone_scale_spline:
-        Whether to learn a per-edge ``spline_scaler`` (efficient-kan's default).
-    base_activation:
-        Activation of the residual branch.
-    grid_eps:
-        Uniform share of the grid in :func:`update_grid` (``0``: pure quantiles).
-    grid_range:
-        ``(lo, hi)`` of the initial grid.
-    dtype:
-        Computation dtype (default: inferred from inputs and params).
-    param_dtype:
-        Dtype of parameters and grid.
+        Number of outputs (positional).
+    grid_size, spline_order, scale_noise, scale_base, scale_spline,
+    enable_standalone_scale_spline, base_activation, grid_eps, grid_range, spline_strategy,
+    dtype, param_dtype:
+        Keyword-only; the fields of :class:`kan_jax.functional.KANLayerConfig` (defaults,
+        meaning and validation are defined there once), available together as
+        ``self.config``. After :func:`refine` the grid size is read from the variables, so the
+        same module applies.
 
     Examples
     --------
@@ -143,23 +133,17 @@ class KANLinear(nn.Module):
     """
 
     features: int
-    grid_size: int = 5
-    spline_order: int = 3
-    scale_noise: float = 0.1
-    scale_base: float = 1.0
-    scale_spline: float = 1.0
-    enable_standalone_scale_spline: bool = True
-    base_activation: Callable[[Array], Array] = nn.silu
-    grid_eps: float = 0.02
-    grid_range: tuple[float, float] = (-1.0, 1.0)
-    dtype: Optional[Dtype] = None
-    param_dtype: Dtype = jnp.float32
 
     def __post_init__(self) -> None:
-        if int(self.features) != self.features or self.features < 1:
+        if isinstance(self.features, bool) or int(self.features) != self.features or self.features < 1:
             raise ValueError(f"features must be an integer >= 1, got {self.features!r}")
-        _validate_layer_config(self)
+        _config_of(self)  # validates every configuration field
         super().__post_init__()
+
+    @property
+    def config(self) -> F.KANLayerConfig:
+        """The layer's :class:`kan_jax.functional.KANLayerConfig`."""
+        return _config_of(self)
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -167,54 +151,36 @@ class KANLinear(nn.Module):
         if x.ndim < 1:
             raise ValueError("KANLinear expects inputs of shape (..., in_features), got a scalar")
         in_features = x.shape[-1]
+        config = self.config
         if not self.is_initializing() and not self.has_variable("grid", "grid"):
             raise ValueError(
                 "KANLinear needs its 'grid' collection: apply with {'params': ..., 'grid': ...} "
                 "as returned by init, e.g. model.apply({'params': params, 'grid': variables['grid']}, x)"
             )
-        grid_var = self.variable(
-            "grid",
-            "grid",
-            splines.uniform_grid,
-            self.grid_size,
-            self.spline_order,
-            self.grid_range,
-            in_features,
-            self.param_dtype,
-        )
+        names = ["base_weight", "spline_weight"] + (["spline_scaler"] if config.enable_standalone_scale_spline else [])
+        if self.is_initializing():  # one initialisation for both fronts
+            fresh, fresh_grid = F.init_layer(self.make_rng("params"), in_features, self.features, config)
+        else:
+            fresh, fresh_grid = {}, None
+        grid_var = self.variable("grid", "grid", lambda: fresh_grid)
         grid = grid_var.value
         if grid.shape[0] != in_features:
             raise ValueError(
                 f"KANLinear expects inputs with last dimension in_features={grid.shape[0]}, "
                 f"got an input of shape {tuple(x.shape)}"
             )
-        params = {
-            "base_weight": self.param(
-                "base_weight",
-                F.kaiming_uniform(math.sqrt(5) * self.scale_base),
-                (self.features, in_features),
-                self.param_dtype,
-            ),
-            "spline_weight": self.param(
-                "spline_weight",
-                lambda key: F.init_spline_weight(
-                    key,
-                    grid,
-                    out_features=self.features,
-                    spline_order=self.spline_order,
-                    scale_noise=self.scale_noise,
-                    scale=1.0 if self.enable_standalone_scale_spline else self.scale_spline,
-                    dtype=self.param_dtype,
-                ),
-            ),
-        }
-        if self.enable_standalone_scale_spline:
-            params["spline_scaler"] = self.param(
-                "spline_scaler",
-                F.kaiming_uniform(math.sqrt(5) * self.scale_spline),
-                (self.features, in_features),
-                self.param_dtype,
-            )
+
+        def existing_or_fresh(_key: Array, name: str) -> Array:
+            # Flax calls the initialiser (under eval_shape) also to check an existing
+            # parameter's shape; only init uses the fresh values.
+            if name in fresh:
+                return fresh[name]
+            existing = self.get_variable("params", name)
+            if existing is None:
+                raise ValueError(f"KANLinear {self.name!r} lacks its parameter {name!r} (expected {names})")
+            return jnp.zeros_like(existing)
+
+        params = {name: self.param(name, existing_or_fresh, name) for name in names}
         expected_knots = params["spline_weight"].shape[-1] + self.spline_order + 1
         if grid.shape[-1] != expected_knots:
             raise ValueError(
@@ -228,20 +194,12 @@ class KANLinear(nn.Module):
             if not (self.is_mutable_collection("params") and self.is_mutable_collection("grid")):
                 raise ValueError("grid update needs the 'params' and 'grid' collections mutable")
             params, grid = F.layer_update_grid(
-                params,
-                grid,
-                x,
-                spline_order=self.spline_order,
-                grid_size=mode.grid_size,
-                grid_eps=self.grid_eps,
-                margin=mode.margin,
+                params, grid, x, grid_size=mode.grid_size, grid_eps=self.grid_eps, margin=mode.margin
             )
             grid_var.value = grid
             self.put_variable("params", "spline_weight", params["spline_weight"])
 
-        return F.layer_apply(
-            params, grid, x, spline_order=self.spline_order, base_activation=self.base_activation, dtype=self.dtype
-        )
+        return F.layer_apply(params, grid, x, config)
 
     @nn.nowrap
     def update_grid(self, variables: Variables, x: Array, margin: float = 0.01) -> dict[str, Any]:
@@ -254,7 +212,7 @@ class KANLinear(nn.Module):
         return refine(self, variables, x, grid_size=grid_size, margin=margin)
 
 
-class KAN(nn.Module):
+class KAN(_KANLayerFields):
     """A stack of :class:`KANLinear` layers, efficient-kan's ``KAN(layers_hidden)``.
 
     Sub-modules are named ``layers_0``, ``layers_1``, ... (efficient-kan's ``layers.0``, ...).
@@ -273,25 +231,19 @@ class KAN(nn.Module):
     """
 
     layers_hidden: Sequence[int]
-    grid_size: int = 5
-    spline_order: int = 3
-    scale_noise: float = 0.1
-    scale_base: float = 1.0
-    scale_spline: float = 1.0
-    enable_standalone_scale_spline: bool = True
-    base_activation: Callable[[Array], Array] = nn.silu
-    grid_eps: float = 0.02
-    grid_range: tuple[float, float] = (-1.0, 1.0)
-    dtype: Optional[Dtype] = None
-    param_dtype: Dtype = jnp.float32
 
     def __post_init__(self) -> None:
         widths = tuple(self.layers_hidden)
-        if len(widths) < 2 or any(int(w) != w or w < 1 for w in widths):
+        if len(widths) < 2 or any(isinstance(w, bool) or int(w) != w or w < 1 for w in widths):
             raise ValueError(f"layers_hidden must list at least two widths >= 1, got {widths!r}")
         object.__setattr__(self, "layers_hidden", widths)  # a tuple keeps the module hashable (jit-static)
-        _validate_layer_config(self)
+        _config_of(self)  # validates every configuration field
         super().__post_init__()
+
+    @property
+    def config(self) -> F.KANLayerConfig:
+        """The :class:`kan_jax.functional.KANLayerConfig` shared by every layer."""
+        return _config_of(self)
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -301,8 +253,8 @@ class KAN(nn.Module):
                 f"KAN expects inputs with last dimension {self.layers_hidden[0]} (layers_hidden[0]), "
                 f"got an input of shape {tuple(x.shape)}"
             )
+        layer_config = {name: getattr(self, name) for name in F.KANLayerConfig.field_names()}
         for i, features in enumerate(self.layers_hidden[1:]):
-            layer_config = {name: getattr(self, name) for name in _LAYER_CONFIG}
             x = KANLinear(features, name=f"layers_{i}", **layer_config)(x)
         return x
 
@@ -419,7 +371,7 @@ def refine(
     :func:`refine_opt_state` (keeps the state of unchanged parameters, restarts the spline
     weights') or simply ``tx.init(new_params)``.
     """
-    splines._check_grid_args(grid_size, 0, (0.0, 1.0))
+    splines.validate_grid_args(grid_size, 0)
     with _grid_update_mode(int(grid_size), margin):
         _, updated = model.apply(variables, *args, mutable=["params", "grid"], method=method, **kwargs)
     return _merge(variables, updated)

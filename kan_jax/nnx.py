@@ -53,6 +53,18 @@ def _check_width(name: str, value: Any) -> int:
     return int(value)
 
 
+def _make_config(config: Optional[F.KANLayerConfig], options: dict[str, Any]) -> F.KANLayerConfig:
+    """``config`` (default ``KANLayerConfig()``) with the keyword ``options`` applied and validated."""
+    unknown = sorted(set(options) - set(F.KANLayerConfig.field_names()))
+    if unknown:
+        raise TypeError(
+            f"unknown KAN layer option(s) {unknown}; expected fields of KANLayerConfig: "
+            f"{list(F.KANLayerConfig.field_names())}"
+        )
+    base = F.KANLayerConfig() if config is None else config
+    return base.replace(**options) if options else base
+
+
 class KANLinear(nnx.Module):
     """A Kolmogorov-Arnold layer (efficient-kan formulation) as a Flax NNX module.
 
@@ -66,26 +78,16 @@ class KANLinear(nnx.Module):
     ----------
     in_features, out_features:
         Layer widths.
-    grid_size:
-        Intervals ``G`` of the initial uniform grid over ``grid_range`` (``>= 1``).
-    spline_order:
-        Order ``k`` of the splines (``>= 0``).
-    scale_noise, scale_base, scale_spline:
-        Initialisation scales (``>= 0``).
-    enable_standalone_scale_spline:
-        Whether to learn a per-edge ``spline_scaler`` (efficient-kan's default).
-    base_activation:
-        Activation of the residual branch.
-    grid_eps:
-        Uniform share of the grid in :meth:`update_grid`, in ``[0, 1]`` (``0``: quantiles).
-    grid_range:
-        ``(lo, hi)`` of the initial grid, ``hi > lo``.
-    dtype:
-        Computation dtype (default: promotion of input and parameter dtypes).
-    param_dtype:
-        Dtype of the parameters and the grid.
+    config:
+        A :class:`kan_jax.functional.KANLayerConfig` (default: its defaults).
     rngs:
         Random streams; one ``rngs.params()`` key initialises the layer.
+    **options:
+        Fields of :class:`kan_jax.functional.KANLayerConfig` overriding ``config``
+        (``grid_size``, ``spline_order``, ``scale_noise``, ``scale_base``, ``scale_spline``,
+        ``enable_standalone_scale_spline``, ``base_activation``, ``grid_eps``, ``grid_range``,
+        ``spline_strategy``, ``dtype``, ``param_dtype``); defaults, meaning and validation are
+        defined there once.
 
     Attributes
     ----------
@@ -128,57 +130,44 @@ class KANLinear(nnx.Module):
         in_features: int,
         out_features: int,
         *,
-        grid_size: int = 5,
-        spline_order: int = 3,
-        scale_noise: float = 0.1,
-        scale_base: float = 1.0,
-        scale_spline: float = 1.0,
-        enable_standalone_scale_spline: bool = True,
-        base_activation: Callable[[Array], Array] = jax.nn.silu,
-        grid_eps: float = 0.02,
-        grid_range: tuple[float, float] = (-1.0, 1.0),
-        dtype: Optional[Dtype] = None,
-        param_dtype: Dtype = jnp.float32,
+        config: Optional[F.KANLayerConfig] = None,
         rngs: nnx.Rngs,
+        **options: Any,
     ) -> None:
         in_features = _check_width("in_features", in_features)
         out_features = _check_width("out_features", out_features)
-        F.validate_layer_config(grid_size, spline_order, grid_range, scale_noise, scale_base, scale_spline, grid_eps)
+        self.config = _make_config(config, options)
         self.in_features = in_features
         self.out_features = out_features
-        self.grid_size = int(grid_size)
-        self.spline_order = int(spline_order)
-        self.scale_noise = scale_noise
-        self.scale_base = scale_base
-        self.scale_spline = scale_spline
-        self.enable_standalone_scale_spline = bool(enable_standalone_scale_spline)
-        self.base_activation = base_activation
-        self.grid_eps = grid_eps
-        self.grid_range = (float(grid_range[0]), float(grid_range[1]))
-        self.dtype = dtype
-        self.param_dtype = param_dtype
-
-        params, grid = F.init_layer(
-            rngs.params(),
-            in_features,
-            out_features,
-            grid_size=self.grid_size,
-            spline_order=self.spline_order,
-            scale_noise=scale_noise,
-            scale_base=scale_base,
-            scale_spline=scale_spline,
-            enable_standalone_scale_spline=self.enable_standalone_scale_spline,
-            grid_range=self.grid_range,
-            dtype=param_dtype,
-        )
+        params, grid = F.init_layer(rngs.params(), in_features, out_features, self.config)
         self.base_weight = nnx.Param(params["base_weight"])
         self.spline_weight = nnx.Param(params["spline_weight"])
         self.spline_scaler: nnx.Param | None
-        if self.enable_standalone_scale_spline:
+        if self.config.enable_standalone_scale_spline:
             self.spline_scaler = nnx.Param(params["spline_scaler"])
         else:
             self.spline_scaler = nnx.data(None)
         self.grid = Grid(grid)
+
+    @property
+    def grid_size(self) -> int:
+        """Current number of grid intervals ``G`` (changes with :meth:`refine`)."""
+        return int(self.spline_weight.shape[-1]) - self.config.spline_order
+
+    @property
+    def spline_order(self) -> int:
+        """Order ``k`` of the splines."""
+        return self.config.spline_order
+
+    @property
+    def base_activation(self) -> Callable[[Array], Array]:
+        """Activation of the residual branch."""
+        return self.config.base_activation
+
+    @property
+    def grid_eps(self) -> float:
+        """Uniform share of the grid in :meth:`update_grid`."""
+        return self.config.grid_eps
 
     def _params(self) -> dict[str, Array]:
         params = {"base_weight": self.base_weight[...], "spline_weight": self.spline_weight[...]}
@@ -199,14 +188,7 @@ class KANLinear(nnx.Module):
         jax.Array
             Shape ``(..., out_features)``.
         """
-        return F.layer_apply(
-            self._params(),
-            self.grid[...],
-            x,
-            spline_order=self.spline_order,
-            base_activation=self.base_activation,
-            dtype=self.dtype,
-        )
+        return F.layer_apply(self._params(), self.grid[...], x, self.config)
 
     def _regrid(self, x: Array, grid_size: Optional[int], margin: float) -> None:
         # Fit in at least float32 (LAPACK has no half-precision least squares), store as before.
@@ -216,7 +198,6 @@ class KANLinear(nnx.Module):
             {name: value.astype(fit_dtype) for name, value in params.items()},
             self.grid[...].astype(fit_dtype),
             x,
-            spline_order=self.spline_order,
             grid_size=grid_size,
             grid_eps=self.grid_eps,
             margin=margin,
@@ -224,9 +205,6 @@ class KANLinear(nnx.Module):
         # set_value without an index replaces the value outright (a new shape is allowed).
         self.spline_weight.set_value(params["spline_weight"].astype(self.spline_weight.dtype))
         self.grid.set_value(grid.astype(self.grid.dtype))
-        new_size = int(grid.shape[-1]) - 2 * self.spline_order - 1
-        if new_size != self.grid_size:
-            self.grid_size = new_size
 
     def update_grid(self, x: Array, margin: float = 0.01) -> None:
         """Adapt the grid to the samples ``x`` in place, keeping the layer's function.
@@ -268,7 +246,7 @@ class KANLinear(nnx.Module):
         margin:
             Padding of the new grid beyond the sample range.
         """
-        splines._check_grid_args(grid_size, 0, (0.0, 1.0))
+        splines.validate_grid_args(grid_size, 0)
         self._regrid(x, int(grid_size), margin)
 
     def regularization_loss(self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0) -> Array:
@@ -289,9 +267,8 @@ class KAN(nnx.Module):
     ----------
     layers_hidden:
         Widths ``[in, hidden..., out]``, at least two, each ``>= 1``.
-    grid_size, spline_order, scale_noise, scale_base, scale_spline,
-    enable_standalone_scale_spline, base_activation, grid_eps, grid_range, dtype, param_dtype:
-        Passed to every :class:`KANLinear`.
+    config, **options:
+        The layer configuration given to every :class:`KANLinear` (see there).
     rngs:
         Random streams.
 
@@ -326,42 +303,18 @@ class KAN(nnx.Module):
         self,
         layers_hidden: Sequence[int],
         *,
-        grid_size: int = 5,
-        spline_order: int = 3,
-        scale_noise: float = 0.1,
-        scale_base: float = 1.0,
-        scale_spline: float = 1.0,
-        enable_standalone_scale_spline: bool = True,
-        base_activation: Callable[[Array], Array] = jax.nn.silu,
-        grid_eps: float = 0.02,
-        grid_range: tuple[float, float] = (-1.0, 1.0),
-        dtype: Optional[Dtype] = None,
-        param_dtype: Dtype = jnp.float32,
+        config: Optional[F.KANLayerConfig] = None,
         rngs: nnx.Rngs,
+        **options: Any,
     ) -> None:
         widths = tuple(layers_hidden)
         if len(widths) < 2 or any(isinstance(w, bool) or int(w) != w or w < 1 for w in widths):
             raise ValueError(f"layers_hidden must list at least two widths >= 1, got {widths!r}")
-        F.validate_layer_config(grid_size, spline_order, grid_range, scale_noise, scale_base, scale_spline, grid_eps)
+        self.config = _make_config(config, options)
         self.layers_hidden = tuple(int(w) for w in widths)
         self.layers = nnx.List(
             [
-                KANLinear(
-                    n_in,
-                    n_out,
-                    grid_size=grid_size,
-                    spline_order=spline_order,
-                    scale_noise=scale_noise,
-                    scale_base=scale_base,
-                    scale_spline=scale_spline,
-                    enable_standalone_scale_spline=enable_standalone_scale_spline,
-                    base_activation=base_activation,
-                    grid_eps=grid_eps,
-                    grid_range=grid_range,
-                    dtype=dtype,
-                    param_dtype=param_dtype,
-                    rngs=rngs,
-                )
+                KANLinear(n_in, n_out, config=self.config, rngs=rngs)
                 for n_in, n_out in zip(self.layers_hidden[:-1], self.layers_hidden[1:])
             ]
         )
@@ -407,7 +360,7 @@ class KAN(nnx.Module):
         ``optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)``. See :meth:`KANLinear.refine`.
         """
         self._check_input(x)
-        splines._check_grid_args(grid_size, 0, (0.0, 1.0))
+        splines.validate_grid_args(grid_size, 0)
         for layer in self.layers:
             layer.refine(x, grid_size, margin=margin)
             x = layer(x)

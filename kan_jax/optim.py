@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kan_jax.numerics import safe_divide
+
 __all__ = [
     "ScaleByDGClipState",
     "scale_by_dgclip",
@@ -232,8 +234,7 @@ def scale_by_dgclip(
 
         norm = _global_norm(updates)
         positive = norm > 0
-        safe_norm = jnp.where(positive, norm, jnp.ones_like(norm))
-        ratio = jnp.asarray(gamma) / safe_norm
+        ratio = safe_divide(jnp.asarray(gamma), norm)
         factor = jnp.where(
             positive, jnp.minimum(1.0, jnp.maximum(delta, ratio)), 0.0)
         factor = factor.astype(norm.dtype)

@@ -1,20 +1,23 @@
-"""Plots: training curves of the MNIST study and Hessian spectral densities (PyHessian-style ESD plots).
+"""Generic plots: Hessian spectral densities (PyHessian-style ESD plots), one or many per file.
 
 Figures are built with :class:`matplotlib.figure.Figure` directly (no ``pyplot``, no global
-backend state), so the functions are safe in scripts, tests and headless machines.
+backend state), so the functions are safe in scripts, tests and headless machines. Files are
+written atomically (:mod:`kan_jax.io`). A study's own figures (e.g. the MNIST study's training
+curves) live with the study in ``experiments/``.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_spectral_density", "plot_training_curves", "save_spectral_density_pages"]
+from kan_jax.io import atomic_write, save_figure
+
+__all__ = ["plot_spectral_density", "save_spectral_density_pages"]
 
 
 def _grid_density(sd: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -76,8 +79,7 @@ def plot_spectral_density(
     if label is not None:
         ax.legend()
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=150)
+        save_figure(fig, path, dpi=150)
     return fig
 
 
@@ -105,80 +107,10 @@ def save_spectral_density_pages(
     """
     from matplotlib.backends.backend_pdf import PdfPages
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with PdfPages(path) as pdf:
-        for i, d in enumerate(densities):
-            title = titles[i] if titles is not None else None
-            pdf.savefig(plot_spectral_density(d, title=title, **kwargs))
-    return path
+    def write(tmp: Path) -> None:
+        with PdfPages(tmp) as pdf:
+            for i, d in enumerate(densities):
+                title = titles[i] if titles is not None else None
+                pdf.savefig(plot_spectral_density(d, title=title, **kwargs))
 
-
-#: Panels of the study figure: (metric key, title), in the published 2x2 order.
-_STUDY_PANELS = (
-    ("val_acc_batchmean", "validation accuracy"),
-    ("val_loss_batchmean", "validation loss"),
-    ("train_acc", "training accuracy"),
-    ("train_loss", "training loss"),
-)
-
-
-def _hyperparameter_label(algo: str, hp: Mapping[str, Any]) -> str:
-    parts = [f"lr={hp['lr']:g}"]
-    for key, short in (("gamma", "γ"), ("delta", "δ"), ("weight_decay", "wd")):
-        if hp.get(key) is not None:
-            parts.append(f"{short}={hp[key]:g}")
-    if hp.get("decay") is not None:
-        parts.append(f"decay={hp['decay']:g}/epoch")
-    return f"{algo} ({', '.join(parts)})"
-
-
-def plot_training_curves(
-    records: Mapping[str, Sequence[Mapping[str, Any]]], path: Union[str, Path], title: Optional[str] = None
-) -> Path:
-    """The study figure: 2x2 panels (val acc, val loss, train acc, train loss) per epoch.
-
-    Each algorithm is drawn as the mean over its seeds with a ±1 standard-deviation band;
-    the legend lists its hyperparameters.
-
-    Parameters
-    ----------
-    records:
-        ``{algo: [run, ...]}`` where a run is a dict with ``"epochs"`` (a list of per-epoch
-        metric dicts with the keys of the panels) and ``"hyperparameters"``, as written by
-        ``python -m experiments.mnist``.
-    path:
-        Where to save the PNG.
-    title:
-        Figure title (default: seeds and number of runs).
-
-    Returns
-    -------
-    Path
-        ``path``.
-    """
-    fig = Figure(figsize=(12, 8.5), dpi=110)
-    axes = fig.subplots(2, 2)
-    for algo, runs in records.items():
-        epochs = np.array([row["epoch"] for row in runs[0]["epochs"]])
-        for ax, (key, name) in zip(axes.flat, _STUDY_PANELS):
-            values = np.array([[row[key] for row in run["epochs"]] for run in runs], dtype=float)
-            if "acc" in key:
-                values = 100 * values
-            mean, std = values.mean(0), values.std(0)
-            (line,) = ax.plot(epochs, mean, marker="o", ms=3, label=_hyperparameter_label(algo, runs[0]["hyperparameters"]))
-            ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2, lw=0)
-    for ax, (key, name) in zip(axes.flat, _STUDY_PANELS):
-        ax.set_title(name)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("accuracy (%)" if "acc" in key else "cross-entropy")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8, loc="lower right")
-    n_seeds = {len(runs) for runs in records.values()}
-    fig.suptitle(title or f"KAN [784, 64, 10] on MNIST: mean ± std over {max(n_seeds, default=0)} seeds")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return atomic_write(path, write)

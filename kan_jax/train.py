@@ -12,6 +12,9 @@ The grid of the KAN layers is part of :class:`TrainState` but not of the optimis
 Every function takes an optional ``mesh`` (:mod:`kan_jax.sharding`): batches are then split over
 its ``"data"`` axis and vmapped seeds over its ``"seeds"`` axis, and ``jit`` inserts the gradient
 all-reduce; the numbers are those of one device up to float rounding.
+
+Nothing here knows a particular study: the optimisers of the MNIST study and its figure live in
+``experiments/mnist_protocol.py``.
 """
 from __future__ import annotations
 
@@ -24,96 +27,16 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from kan_jax.optim import dgclip
 from kan_jax.sharding import DATA_AXIS, SEED_AXIS, constrain_batch
 
 __all__ = [
-    "ALGORITHMS",
     "TrainState",
-    "make_optimizer",
     "init_train_state",
     "train_epoch",
     "evaluate",
     "make_epoch_fn",
     "num_batches",
 ]
-
-#: The published protocol's optimisers (Tucat et al., TMLR 2025, MNIST KAN study), as optax.
-#: ``decay``: ExponentialLR(0.8) stepped once per epoch (adamw, adam, gd only).
-ALGORITHMS: dict[str, dict[str, Any]] = {
-    "adamw": dict(lr=1e-3, weight_decay=1e-4, decay=0.8),
-    "adam": dict(lr=1e-3, weight_decay=1e-4, decay=0.8),
-    "dgclip": dict(lr=1.0, weight_decay=1e-4, gamma=0.5, delta=0.5, decay=None),
-    "gclip": dict(lr=1.0, weight_decay=1e-4, gamma=0.5, delta=0.0, decay=None),
-    "gd": dict(lr=0.1, weight_decay=1e-4, decay=0.8),
-}
-
-
-def make_optimizer(
-    algo: str, steps_per_epoch: int, **overrides: Any
-) -> tuple[optax.GradientTransformation, Callable[[Any], jax.Array]]:
-    """The optax optimiser of one algorithm of the study and its learning-rate schedule.
-
-    ========  ===================================  =================================================
-    algo      PyTorch (published)                  optax
-    ========  ===================================  =================================================
-    adamw     AdamW(1e-3, wd=1e-4)                 ``adamw(sched, weight_decay=wd)`` (decoupled)
-    adam      Adam(1e-3, wd=1e-4)                  ``chain(add_decayed_weights(wd), adam(sched))``
-    dgclip    δ-GClip(1, γ=0.5, δ=0.5, wd=1e-4)    :func:`kan_jax.optim.dgclip`
-    gclip     δ-GClip(1, γ=0.5, δ=0, wd=1e-4)      :func:`kan_jax.optim.dgclip` with ``delta=0``
-    gd        SGD(0.1, wd=1e-4)                    ``chain(add_decayed_weights(wd), sgd(sched))``
-    ========  ===================================  =================================================
-
-    ``sched`` is ExponentialLR(``decay``) stepped once per epoch:
-    ``exponential_decay(lr, steps_per_epoch, decay, staircase=True)``; ``decay=None`` keeps
-    the rate constant (the clipping methods).
-
-    Parameters
-    ----------
-    algo:
-        One of :data:`ALGORITHMS`.
-    steps_per_epoch:
-        Optimiser steps per epoch (for the per-epoch schedule).
-    **overrides:
-        Replace any of ``lr``, ``weight_decay``, ``gamma``, ``delta``, ``decay`` (``None``
-        keeps the default; ``decay=1`` turns the schedule off).
-
-    Returns
-    -------
-    (tx, schedule)
-        The transformation and ``schedule(step) -> learning rate``.
-    """
-    if algo not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algo!r}; expected one of {sorted(ALGORITHMS)}")
-    if steps_per_epoch < 1:
-        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
-    hp = dict(ALGORITHMS[algo])
-    unknown = set(overrides) - set(hp) - {"gamma", "delta"}
-    if unknown:
-        raise ValueError(f"unknown hyperparameters {sorted(unknown)} for {algo!r}; expected {sorted(hp)}")
-    hp.update({k: v for k, v in overrides.items() if v is not None})  # None: keep the default
-    if not hp["lr"] > 0:
-        raise ValueError(f"learning rate must be > 0, got {hp['lr']}")
-    if hp["weight_decay"] < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {hp['weight_decay']}")
-    decay = hp.get("decay")
-    if decay is None:
-        schedule = optax.constant_schedule(hp["lr"])
-    else:
-        if not 0 < decay <= 1:
-            raise ValueError(f"decay must be in (0, 1], got {decay}")
-        schedule = optax.exponential_decay(hp["lr"], steps_per_epoch, decay, staircase=True)
-    wd = hp["weight_decay"]
-    if algo == "adamw":
-        tx = optax.adamw(schedule, weight_decay=wd)
-    elif algo == "adam":
-        tx = optax.chain(optax.add_decayed_weights(wd), optax.adam(schedule))
-    elif algo == "gd":
-        tx = optax.chain(optax.add_decayed_weights(wd), optax.sgd(schedule))
-    else:
-        tx = dgclip(schedule, gamma=hp["gamma"], delta=hp["delta"], weight_decay=wd)
-    return tx, schedule
-
 
 class TrainState(NamedTuple):
     """Everything a training run carries from step to step (a pytree).

@@ -6,16 +6,17 @@ therefore also catch accidental promotion to float64).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import jax
 import pytest
 
+from experiments._env import default_mnist_dir
+
 jax.config.update("jax_enable_x64", True)
 
 #: The genuine MNIST IDX files shared with the project (never downloaded at test time).
-MNIST_DIR = Path(os.environ.get("KAN_JAX_MNIST_DIR", Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"))
+MNIST_DIR = default_mnist_dir()
 
 
 @pytest.fixture(scope="session")

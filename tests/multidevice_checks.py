@@ -26,9 +26,10 @@ import optax
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from experiments.mnist_protocol import make_optimizer  # noqa: E402
 from kan_jax import KAN  # noqa: E402
 from kan_jax import sharding as sh  # noqa: E402
-from kan_jax.train import TrainState, init_train_state, make_epoch_fn, make_optimizer  # noqa: E402
+from kan_jax.train import TrainState, init_train_state, make_epoch_fn  # noqa: E402
 
 RTOL, ATOL = 2e-5, 2e-6  # float32, 13 optimiser steps, sums reordered over 4 devices
 
@@ -275,6 +276,42 @@ def check_study_devices():
             else:
                 raise AssertionError("--devices 5 accepted on 4 devices")
         assert "asked for 5 devices but only 4 are available" in err.getvalue(), err.getvalue()
+
+
+def check_study_resume_sharded():
+    """An epoch checkpoint of a sharded run (``--devices 4``, seeds=2 x data=2) is gathered to the
+    host, and a resumed run lays it out on the mesh again: interrupted after epoch 1 and resumed,
+    it writes the numbers of an uninterrupted one-device run, and removes the checkpoint."""
+    from experiments import mnist as study
+
+    data_dir = Path(os.environ["KAN_JAX_MNIST_DIR"])
+
+    def argv(out, devices):
+        a = _study_argv(out, devices, data_dir)
+        a[a.index("--epochs") + 1] = "2"
+        return a
+
+    with tempfile.TemporaryDirectory() as tmp:
+        one, four = Path(tmp) / "one", Path(tmp) / "four"
+        assert study.main(argv(one, 1)) == 0
+        real = study.save_checkpoint
+
+        def save_then_interrupt(path, tree, meta):
+            real(path, tree, meta)
+            raise KeyboardInterrupt
+
+        study.save_checkpoint = save_then_interrupt
+        try:
+            assert study.main(argv(four, 4)) == 130
+        finally:
+            study.save_checkpoint = real
+        assert [p.name for p in (four / "checkpoints").iterdir()] == ["dgclip_seeds100-200.msgpack"]
+        assert not list(four.glob("*_seed*.json"))
+        assert study.main(argv(four, 4)) == 0
+        compare_study_runs(one, four)
+        record = json.loads((four / "dgclip_seed100.json").read_text())
+        assert record["timing"]["mesh"] == {"seeds": 2, "data": 2, "model": 1}, record["timing"]
+        assert len(record["epochs"]) == 2 and not (four / "checkpoints").exists()
 
 
 CHECKS = {name[len("check_"):]: fn for name, fn in dict(globals()).items() if name.startswith("check_")}

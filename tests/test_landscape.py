@@ -151,7 +151,7 @@ def test_atomic_write_permissions_failure_and_writer(tmp_path):
     import os
     import stat
 
-    from kan_jax.checkpoint import atomic_write
+    from kan_jax.io import atomic_write
 
     target = tmp_path / "sub" / "out.json"
     atomic_write(target, '{"a": 1}')

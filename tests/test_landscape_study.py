@@ -8,6 +8,7 @@ spectrum by ``jax.hessian`` + ``numpy.linalg.eigh`` on ``thetaN`` (float64), and
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import re
@@ -212,7 +213,7 @@ def test_quick_study_end_to_end(quick_run):
     out, stdout = quick_run
     _check_study(out, num_alphas=8, num_datasets=3)
     rec = json.loads((out / "kan_spectrum.json").read_text())
-    assert rec["config"]["lbfgs_steps"] == study.QUICK["lbfgs_steps"]
+    assert rec["config"] == dataclasses.asdict(study.PRESETS["quick"].kan) and rec["config"]["lbfgs_steps"] == 30
     m = json.loads((out / "mlp_spectrum.json").read_text())
     assert m["config"]["hidden"] == 32 and m["config"]["batch"] == 256 and m["num_params"] == 784 * 32 + 32 + 32 * 10 + 10
 
@@ -240,6 +241,8 @@ def test_missing_mnist_exits_2_before_any_work(tmp_path):
         (["--lanczos-steps", "3"], "--lanczos-steps must be >= 5"),
         (["--lamb", "-1"], "--lamb must be a finite number >= 0"),
         (["--mlp-batch", "70000"], "must be <= 60000"),
+        (["--kan-hidden", "0"], "--kan-hidden must be >= 1"),
+        (["--kan-dtype", "float16"], "invalid choice: 'float16'"),
     ],
 )
 def test_bad_flags_are_usage_errors(argv, message, capsys):
@@ -250,16 +253,19 @@ def test_bad_flags_are_usage_errors(argv, message, capsys):
 
 
 def test_quick_fills_only_unset_flags():
-    parser = study.build_parser()
-    kan, mlp = study.parse_configs(parser.parse_args(["--quick", "--num-alphas", "11"]))
-    assert kan.num_alphas == 11 and kan.num_datasets == study.QUICK["num_datasets"]
-    assert kan.lbfgs_steps == study.QUICK["lbfgs_steps"] and mlp.hidden == study.QUICK["mlp_hidden"]
-    kan, mlp = study.parse_configs(parser.parse_args([]))
-    assert kan == study.KANConfig() and mlp == study.MLPConfig()
-    assert (kan.num_alphas, kan.num_datasets, kan.alpha_min, kan.alpha_max) == (50, 10, -1.5, 2.0)
-    assert (mlp.hidden, mlp.batch) == (512, 1024)
-    kan, mlp = study.parse_configs(parser.parse_args(["--skip-mlp", "--delta", "0.5"]))
-    assert mlp is None
+    quick = study.PRESETS["quick"]
+    cfg = study.parse_args(["--quick", "--num-alphas", "11"])
+    assert cfg.kan.num_alphas == 11 and cfg.kan.num_datasets == quick.kan.num_datasets == 3
+    assert cfg.kan.lbfgs_steps == 30 and cfg.mlp.hidden == 32 and cfg.mlp.lanczos_steps == 40
+    cfg = study.parse_args([])
+    assert cfg == study.PRESETS["full"] and cfg.kan == study.KANConfig() and cfg.mlp == study.MLPConfig()
+    assert (cfg.kan.num_alphas, cfg.kan.num_datasets, cfg.kan.alpha_min, cfg.kan.alpha_max) == (50, 10, -1.5, 2.0)
+    assert (cfg.mlp.hidden, cfg.mlp.batch) == (512, 1024)
+    # flag names kept from before the configuration dataclasses
+    cfg = study.parse_args(["--skip-mlp", "--delta", "0.5", "--kan-hidden", "7", "--kan-dtype", "float32",
+                            "--mlp-batch", "64", "--seed", "3", "--out-dir", "x", "--quiet"])
+    assert cfg.skip_mlp and cfg.mlp.delta == 0.5 and cfg.kan.hidden == 7 and cfg.kan.dtype == "float32"
+    assert cfg.mlp.batch == 64 and cfg.kan.seed == 3 and str(cfg.out_dir) == "x" and cfg.quiet
 
 
 @pytest.mark.slow

@@ -1,9 +1,12 @@
-"""The MNIST study: compiled training, vmap over seeds, resume, and the CLI end to end."""
+"""The MNIST study: compiled training, vmap over seeds, resume after SIGKILL, and the CLI end to end."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -13,8 +16,10 @@ import optax
 import pytest
 
 from experiments import mnist as study
+from experiments.mnist_protocol import hyperparameters, make_optimizer
+from flax import serialization
 from kan_jax import KAN, load_mnist, preprocess_mnist
-from kan_jax.train import evaluate, init_train_state, make_optimizer, num_batches, train_epoch
+from kan_jax.train import evaluate, init_train_state, num_batches, train_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +96,7 @@ def test_short_real_training_reaches_accuracy(small_mnist):
     # (measured 74%, 82%, 84%, 85% after epochs 1-4; an untrained model scores ~10%).
     x_train, y_train, x_test, y_test = small_mnist
     config = study.StudyConfig(epochs=4)
-    records = study.train_algorithm("adamw", [100], config, study.hyperparameters("adamw", {}), small_mnist, progress=False)
+    records = study.train_algorithm("adamw", [100], config, hyperparameters("adamw", {}), small_mnist, progress=False)
     final = records[0]["final"]
     assert final["val_acc"] >= 0.80
     assert records[0]["epochs"][-1]["train_loss"] < records[0]["epochs"][0]["train_loss"]
@@ -102,7 +107,7 @@ def test_short_real_training_reaches_accuracy(small_mnist):
 def test_vmap_over_seeds_equals_training_each_seed_alone(small_mnist):
     data = tuple(a[:640] if a.shape[0] == 3000 else a[:256] for a in small_mnist)
     config = study.StudyConfig(epochs=2, hidden=16)
-    hp = study.hyperparameters("dgclip", {})
+    hp = hyperparameters("dgclip", {})
     together = study.train_algorithm("dgclip", [1, 2, 3], config, hp, data, vmap_seeds=True, progress=False)
     alone = study.train_algorithm("dgclip", [1, 2, 3], config, hp, data, vmap_seeds=False, progress=False)
     assert together[0]["timing"]["seeds_in_program"] == 3 and alone[0]["timing"]["seeds_in_program"] == 1
@@ -121,56 +126,75 @@ def _strip_timing(record):
     return record
 
 
-def test_resume_after_interruption_skips_finished_runs_and_gives_identical_json(tmp_path, mnist_dir):
-    config = study.StudyConfig(epochs=1, hidden=8, train_subset=512, test_subset=256)
-    args = dict(progress=False, plot=False, data_dir=mnist_dir)
+def _study_argv(mnist_dir, out, *extra):
+    return ["--data-dir", str(mnist_dir), "--out-dir", str(out), "--algos", "dgclip", "--seeds", "1", "2",
+            "--epochs", "6", "--hidden", "8", "--train-subset", "1024", "--test-subset", "256", "--no-progress",
+            "--no-plot", *extra]
+
+
+def _checkpoint_epochs(folder: Path) -> dict[str, int]:
+    """Epoch reached by each checkpoint in ``folder`` (read without the code under test)."""
+    out = {}
+    for path in folder.glob("[!.]*.msgpack"):  # not the writer's temporary files
+        raw = serialization.msgpack_restore(path.read_bytes())
+        out[path.name] = json.loads(raw["metadata"])["epoch"]
+    return out
+
+
+def test_sigkill_mid_study_then_rerun_equals_uninterrupted_run(tmp_path, mnist_dir, capsys):
     reference = tmp_path / "reference"
-    study.run_study(["adamw", "gd"], [1, 2], config, {}, reference, **args)
+    assert study.main(_study_argv(mnist_dir, reference)) == 0
 
-    calls = []
+    # The same study in a subprocess (float64 enabled as in this test session), killed with
+    # SIGKILL as soon as its first epoch checkpoint is on disk.
+    out = tmp_path / "killed"
+    env = {**os.environ, "JAX_ENABLE_X64": "1"}
+    cmd = [sys.executable, "-m", "experiments.mnist", *_study_argv(mnist_dir, out)]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    try:
+        while proc.poll() is None and not _checkpoint_epochs(out / "checkpoints") and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert proc.poll() is None, "the study ended before it could be killed: " + proc.stderr.read().decode()[-2000:]
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    epochs = _checkpoint_epochs(out / "checkpoints")
+    assert epochs and all(1 <= e < 6 for e in epochs.values()), epochs  # killed inside an algorithm's training
+    assert not list(out.glob("dgclip_seed*.json"))
 
-    def interrupted(algo, seeds, *a, **k):
-        calls.append((algo, tuple(seeds)))
-        if algo == "gd":
-            raise KeyboardInterrupt
-        return study.train_algorithm(algo, seeds, *a, **k)
-
-    resumed = tmp_path / "resumed"
-    with pytest.raises(KeyboardInterrupt):
-        study.run_study(["adamw", "gd"], [1, 2], config, {}, resumed, trainer=interrupted, **args)
-    assert sorted(p.name for p in resumed.glob("*.json")) == ["adamw_seed1.json", "adamw_seed2.json"]
-    assert not list(resumed.glob(".*.tmp*"))  # no half-written files left behind
-    stamp = (resumed / "adamw_seed1.json").stat().st_mtime_ns
-
-    calls.clear()
-
-    def counting(algo, seeds, *a, **k):
-        calls.append((algo, tuple(seeds)))
-        return study.train_algorithm(algo, seeds, *a, **k)
-
-    study.run_study(["adamw", "gd"], [1, 2], config, {}, resumed, trainer=counting, **args)
-    assert calls == [("gd", (1, 2))]  # adamw skipped
-    assert (resumed / "adamw_seed1.json").stat().st_mtime_ns == stamp
-    for name in ("adamw_seed1.json", "adamw_seed2.json", "gd_seed1.json", "gd_seed2.json"):
+    capsys.readouterr()
+    assert study.main(_study_argv(mnist_dir, out)) == 0
+    err = capsys.readouterr().err
+    assert "resumed after epoch" in err
+    assert not (out / "checkpoints").exists()  # removed once the runs' JSON files hold everything
+    for name in ("dgclip_seed1.json", "dgclip_seed2.json"):
         a = json.loads((reference / name).read_text())
-        b = json.loads((resumed / name).read_text())
+        b = json.loads((out / name).read_text())
         assert _strip_timing(a) == _strip_timing(b), name
-    # A different configuration in the same folder is refused, not silently mixed.
+    assert not list(out.glob(".*.tmp*"))  # no half-written files left behind (even those of the killed process)
+
+    # A finished run is skipped on a rerun, and another configuration in the same folder is refused.
+    stamp = (out / "dgclip_seed1.json").stat().st_mtime_ns
+    assert study.main(_study_argv(mnist_dir, out)) == 0
+    assert "all 2 seeds already in" in capsys.readouterr().out
+    assert (out / "dgclip_seed1.json").stat().st_mtime_ns == stamp
     with pytest.raises(SystemExit, match="another configuration"):
-        study.run_study(["adamw"], [1], study.StudyConfig(epochs=1, hidden=9, train_subset=512, test_subset=256), {}, resumed, **args)
+        study.main(_study_argv(mnist_dir, out, "--hidden", "9"))
 
 
-def test_cli_quick_end_to_end_writes_json_and_png(tmp_path, mnist_dir):
+def test_cli_quick_end_to_end_writes_json_and_png(tmp_path, mnist_dir, capsys):
     out = tmp_path / "quick"
-    cmd = [sys.executable, "-m", "experiments.mnist", "--quick", "--data-dir", str(mnist_dir), "--out-dir", str(out),
-           "--algos", "adamw", "dgclip", "--train-subset", "1024", "--test-subset", "512", "--hidden", "16", "--no-progress"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr
-    assert "| dgclip |" in proc.stdout
+    argv = ["--quick", "--data-dir", str(mnist_dir), "--out-dir", str(out), "--algos", "adamw", "dgclip",
+            "--train-subset", "1024", "--test-subset", "512", "--hidden", "16", "--no-progress"]
+    assert study.main(argv) == 0
+    assert "| dgclip |" in capsys.readouterr().out
     names = sorted(p.name for p in out.glob("*.json"))
     assert names == ["adamw_seed100.json", "adamw_seed200.json", "dgclip_seed100.json", "dgclip_seed200.json", "summary.json"]
     record = json.loads((out / "dgclip_seed100.json").read_text())
     assert record["hyperparameters"] == {"lr": 1.0, "weight_decay": 1e-4, "gamma": 0.5, "delta": 0.5, "decay": None}
+    assert record["config"]["epochs"] == 1 and record["config"]["train_subset"] == 1024 and record["config"]["hidden"] == 16
     assert 0 < record["epochs"][0]["clip_factor"] <= 1 and record["epochs"][0]["grad_norm"] > 0
     assert json.loads((out / "adamw_seed100.json").read_text())["epochs"][0]["clip_factor"] is None
     import matplotlib.image
@@ -180,12 +204,41 @@ def test_cli_quick_end_to_end_writes_json_and_png(tmp_path, mnist_dir):
     assert image[..., :3].std() > 0.05  # not a blank canvas
 
 
-def test_cli_errors(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "experiments.mnist", "--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "o")],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr and str(tmp_path) in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "experiments.mnist", "--epochs", "0"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "--epochs must be >= 1" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "experiments.mnist", "--adamw-lr", "-1"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and "learning rate must be > 0" in proc.stderr
+def test_missing_data_is_exit_2_naming_the_folder(tmp_path, capsys):
+    assert study.main(["--data-dir", str(tmp_path), "--out-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(tmp_path) in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--adamw-lr", "-1"], "learning rate must be > 0"),
+        (["--gd-decay", "1.5"], "decay must be in (0, 1]"),
+        (["--seeds", "1", "1"], "--seeds must be distinct"),
+        (["--algos", "lion"], "invalid choice: 'lion'"),
+        (["--hidden", "many"], "invalid int value: 'many'"),
+    ],
+)
+def test_argument_errors_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        study.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_flags_map_onto_the_configuration():
+    # Every hyperparameter flag reaches the record's hyperparameters; --quick fills only what is not given.
+    cfg = study.parse_args(["--quick", "--dgclip-gamma", "0.3", "--adamw-lr", "3e-3", "--epochs", "3", "--no-vmap"])
+    assert cfg.seeds == (100, 200) and cfg.study.epochs == 3 and cfg.study.train_subset == 2048 and cfg.vmap is False
+    # Seeds batched or not: forced either way by a flag, else decided by the backend.
+    assert study.parse_args(["--vmap"]).vmap is True and study.parse_args([]).vmap is None
+    assert study.default_vmap_seeds("cpu") is False and study.default_vmap_seeds("gpu") is True
+    assert hyperparameters("dgclip", cfg.overrides) == {"lr": 1.0, "weight_decay": 1e-4, "gamma": 0.3, "delta": 0.5, "decay": None}
+    assert hyperparameters("adamw", cfg.overrides)["lr"] == 3e-3
+    full = study.parse_args([])
+    assert full == study.PRESETS["full"] and full.study == study.StudyConfig()
+    assert full.seeds == (100, 200, 300, 400, 500) and full.algos == ("adamw", "adam", "dgclip", "gclip", "gd")
+    for algo in full.algos:  # the published table, unchanged
+        assert hyperparameters(algo, full.overrides) == hyperparameters(algo, {})

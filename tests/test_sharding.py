@@ -60,8 +60,9 @@ def test_on_four_cpu_devices(mnist_dir):
 def test_on_four_cpu_devices_more(mnist_dir):
     """4 vmapped seeds split over 4 devices == the vmapped program; spline weights split over a
     "model" axis (data=2 x model=2) == one device; Lanczos eigenvalues, Hutchinson trace and SLQ
-    density on sharded batches == unsharded; the compiled dataset HVP all-reduces."""
-    _run_checks(mnist_dir, ["seed_axis_sharded", "model_sharded_epoch", "sharded_hessian_more"])
+    density on sharded batches == unsharded; the compiled dataset HVP all-reduces; a sharded
+    study interrupted after an epoch resumes from its checkpoint with the same numbers."""
+    _run_checks(mnist_dir, ["seed_axis_sharded", "model_sharded_epoch", "sharded_hessian_more", "study_resume_sharded"])
 
 
 def test_too_many_devices_is_a_usage_error(capsys, mnist_dir):

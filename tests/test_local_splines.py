@@ -1,0 +1,320 @@
+"""Local-support B-splines and the two spline-branch strategies (issue #9).
+
+References: a scalar Cox-de Boor recursion in float64 written from the definition (0/0 := 0,
+so repeated knots are allowed), NumPy least squares, finite differences, and each strategy
+against the other.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import re
+
+import flax.linen as nn
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from kan_jax import KAN, KANLinear, functional as F, splines
+from kan_jax.nnx import KAN as NNXKAN
+
+
+def cox_de_boor(x: float, knots: np.ndarray, j: int, p: int) -> float:
+    """B_{j,p}(x) by the recursive definition, scalar float64, with 0/0 := 0."""
+    if p == 0:
+        return 1.0 if knots[j] <= x < knots[j + 1] else 0.0
+    out = 0.0
+    den = knots[j + p] - knots[j]
+    if den > 0:
+        out += (x - knots[j]) / den * cox_de_boor(x, knots, j, p - 1)
+    den = knots[j + p + 1] - knots[j + 1]
+    if den > 0:
+        out += (knots[j + p + 1] - x) / den * cox_de_boor(x, knots, j + 1, p - 1)
+    return out
+
+
+def oracle_bases(x: np.ndarray, grid: np.ndarray, k: int) -> np.ndarray:
+    """All bases, shape (B, in, n), from :func:`cox_de_boor`."""
+    n = grid.shape[1] - k - 1
+    return np.array(
+        [[[cox_de_boor(x[b, i], grid[i], j, k) for j in range(n)] for i in range(grid.shape[0])] for b in range(x.shape[0])]
+    )
+
+
+def grids_for(k: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A uniform grid, a random non-uniform one, one with repeated knots, and a quantile grid."""
+    G = 6
+    M = G + 2 * k + 1
+    uniform = np.asarray(splines.uniform_grid(G, k, (-1.0, 1.0), in_features=2, dtype=jnp.float64))
+    random = np.sort(rng.uniform(-1.5, 1.5, size=(2, M)), axis=1)
+    repeated = random.copy()
+    repeated[:, M // 2] = repeated[:, M // 2 - 1]  # a zero-width interval in the middle
+    samples = rng.normal(0.2, 0.4, size=(300, 2))
+    quantile = np.asarray(splines.adaptive_grid(jnp.asarray(samples), G, k, grid_eps=0.02, margin=0.01))
+    return {"uniform": uniform, "random": random, "repeated": repeated, "quantile": quantile}
+
+
+def probe_points(grid: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random points over and beyond each row, every knot exactly, and far outside: (P, in)."""
+    cols = []
+    for row in grid:
+        span = row[-1] - row[0]
+        pts = np.concatenate(
+            [rng.uniform(row[0] - 0.2 * span, row[-1] + 0.2 * span, 40), row, [row[0], row[-1], -1e6, 1e6]]
+        )
+        cols.append(pts)
+    return np.stack(cols, axis=1)
+
+
+@pytest.mark.parametrize("k", [0, 1, 2, 3, 4, 5])
+def test_local_bases_equal_scalar_cox_de_boor(k):
+    rng = np.random.default_rng(10 + k)
+    for name, grid in grids_for(k, rng).items():
+        x = probe_points(grid, rng)
+        start, values = splines.local_bases(jnp.asarray(x), jnp.asarray(grid), k)
+        start, values = np.asarray(start), np.asarray(values)
+        want = oracle_bases(x, grid, k)
+        n = grid.shape[1] - k - 1
+        assert values.dtype == np.float64 and values.shape == x.shape + (k + 1,)
+        assert start.min() >= 0 and start.max() <= n - k - 1, name
+        # The window holds the oracle's values; every basis outside the window is zero.
+        placed = np.zeros_like(want)
+        for q in range(k + 1):
+            np.put_along_axis(placed, (start + q)[..., None], values[..., q : q + 1], axis=-1)
+        np.testing.assert_allclose(placed, want, rtol=0, atol=1e-12, err_msg=name)
+        # The dense bases built from the local values agree too.
+        dense = np.asarray(splines.b_spline_bases(jnp.asarray(x), jnp.asarray(grid), k))
+        np.testing.assert_allclose(dense, want, rtol=0, atol=1e-12, err_msg=name)
+
+
+def test_find_intervals_matches_numpy_searchsorted():
+    rng = np.random.default_rng(0)
+    grid = np.sort(rng.uniform(-1, 1, size=(3, 12)), axis=1)
+    grid[1, 4:7] = grid[1, 4]  # repeated knots
+    x = np.concatenate([rng.uniform(-1.2, 1.2, size=(50, 3)), grid.T], axis=0)
+    got = np.asarray(splines.find_intervals(jnp.asarray(x), jnp.asarray(grid)))
+    want = np.stack([np.searchsorted(grid[i], x[:, i], side="right") - 1 for i in range(3)], axis=1)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_local_bases_gradient_matches_finite_differences_and_dense():
+    k = 3
+    grid = jnp.asarray(grids_for(k, np.random.default_rng(3))["random"])
+    x = jnp.asarray(np.random.default_rng(4).uniform(-1.0, 1.0, size=(16, 2)))
+    c = jnp.asarray(np.random.default_rng(5).normal(size=(2, grid.shape[1] - k - 1)))
+
+    def spline_local(v):
+        start, values = splines.local_bases(v, grid, k)
+        coeff = jnp.take_along_axis(c[None], start[..., None] + jnp.arange(k + 1), axis=-1)
+        return jnp.sum(values * coeff)
+
+    def spline_dense(v):
+        return jnp.sum(splines.b_spline_bases(v, grid, k) * c)
+
+    g_local = np.asarray(jax.grad(spline_local)(x))
+    g_dense = np.asarray(jax.grad(spline_dense)(x))
+    eps = 1e-6
+    fd = np.zeros_like(g_local)
+    for b in range(x.shape[0]):
+        for i in range(x.shape[1]):
+            e = jnp.zeros_like(x).at[b, i].set(eps)
+            fd[b, i] = (float(spline_dense(x + e)) - float(spline_dense(x - e))) / (2 * eps)
+    np.testing.assert_allclose(g_local, fd, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(g_local, g_dense, rtol=1e-10, atol=1e-12)
+
+
+def layer_params(key, in_f, out_f, grid_size, k, scaler=True, dtype=jnp.float64):
+    config = F.KANLayerConfig(grid_size=grid_size, spline_order=k, enable_standalone_scale_spline=scaler, param_dtype=dtype)
+    params, grid = F.init_layer(key, in_f, out_f, config)
+    params["spline_weight"] = jax.random.normal(jax.random.fold_in(key, 1), params["spline_weight"].shape, dtype)
+    # A non-uniform grid, as after update_grid.
+    x = jax.random.normal(jax.random.fold_in(key, 2), (200, in_f), dtype) * 0.5
+    grid = splines.adaptive_grid(x, grid_size, k, grid_eps=0.02, margin=0.01)
+    return params, grid
+
+
+def numpy_spline_branch(params, grid, x, k):
+    """Float64 NumPy reference of the spline branch from the oracle bases."""
+    bases = oracle_bases(np.asarray(x), np.asarray(grid), k)  # (B, in, n)
+    w = np.asarray(params["spline_weight"])
+    if "spline_scaler" in params:
+        w = w * np.asarray(params["spline_scaler"])[..., None]
+    return np.einsum("bij,oij->bo", bases, w)
+
+
+@pytest.mark.parametrize("scaler", [True, False])
+@pytest.mark.parametrize("k", [1, 3])
+def test_strategies_agree_with_reference_values_and_gradients(k, scaler):
+    params, grid = layer_params(jax.random.key(k), 5, 4, 7, k, scaler)
+    x = jax.random.uniform(jax.random.key(9), (33, 5), jnp.float64, -1.6, 1.6)  # some outside the grid
+    want = numpy_spline_branch(params, grid, x, k)
+    for strategy in ("dense", "local"):
+        got = np.asarray(F.spline_branch(params, grid, x, strategy))
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=strategy)
+
+    def loss(p, v, strategy):
+        return jnp.sum(jnp.sin(F.spline_branch(p, grid, v, strategy)))
+
+    g_dense = jax.grad(loss, argnums=(0, 1))(params, x, "dense")
+    g_local = jax.grad(loss, argnums=(0, 1))(params, x, "local")
+    for a, b in zip(jax.tree.leaves(g_dense), jax.tree.leaves(g_local)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-10, atol=1e-12)
+    # Coefficient gradient against the hand derivation: d/dW_oij sum_b g_bo s_oi B_j(x_bi).
+    y = numpy_spline_branch(params, grid, x, k)
+    bases = oracle_bases(np.asarray(x), np.asarray(grid), k)
+    s = np.asarray(params["spline_scaler"]) if scaler else np.ones((4, 5))
+    want_dw = np.einsum("bo,bij,oi->oij", np.cos(y), bases, s)
+    np.testing.assert_allclose(np.asarray(g_local[0]["spline_weight"]), want_dw, rtol=1e-10, atol=1e-12)
+
+
+def test_gather_gradient_sums_samples_in_the_same_interval():
+    # Every sample falls into one knot interval: the coefficient gradient must be the sum over
+    # all of them (a scatter that overwrote instead of adding would keep only one).
+    k = 3
+    params, _ = layer_params(jax.random.key(0), 3, 2, 10, k)
+    grid = splines.uniform_grid(10, k, (-1.0, 1.0), in_features=3, dtype=jnp.float64)
+    x = jnp.asarray(np.random.default_rng(1).uniform(0.21, 0.39, size=(64, 3)))  # inside [0.2, 0.4)
+    assert len(np.unique(np.asarray(splines.find_intervals(x, grid)))) == 1
+    bases = oracle_bases(np.asarray(x), np.asarray(grid), k)
+    want = np.einsum("bij,oi->oij", bases, np.asarray(params["spline_scaler"]))
+    for strategy in ("local", "dense"):
+        g = jax.grad(lambda p: jnp.sum(F.spline_branch(p, grid, x, strategy)))(params)["spline_weight"]
+        np.testing.assert_allclose(np.asarray(g), want, rtol=1e-12, atol=1e-12, err_msg=strategy)
+        assert np.count_nonzero(np.asarray(g)[0, 0]) == k + 1
+
+
+def test_layer_strategy_field_and_auto_rule():
+    assert F.choose_spline_strategy(8, 3, "cpu") == "dense"
+    factor = F.DENSE_MAX_BASES_PER_WINDOW["cpu"]
+    assert F.choose_spline_strategy(int(factor * 4), 3, "cpu") == "dense"
+    assert F.choose_spline_strategy(int(factor * 4) + 1, 3, "cpu") == "local"
+    x = jax.random.uniform(jax.random.key(0), (16, 4), jnp.float32, -1, 1)
+    outs, gathers = {}, {}
+    for strategy in ("dense", "local", "auto"):
+        model = KAN([4, 3, 2], grid_size=5, spline_strategy=strategy)
+        variables = model.init(jax.random.key(1), x)
+        gathers[strategy] = str(jax.make_jaxpr(model.apply)(variables, x)).count("gather[")
+        outs[strategy] = model.apply(variables, x)
+    # The local branch gathers coefficient windows (one more gather per layer); auto is dense at G = 5.
+    assert gathers["local"] >= gathers["dense"] + 2 and gathers["auto"] == gathers["dense"]
+    np.testing.assert_allclose(np.asarray(outs["local"]), np.asarray(outs["dense"]), rtol=0, atol=2e-6)
+    with pytest.raises(ValueError, match="spline_strategy"):
+        KANLinear(3, spline_strategy="sparse")
+    with pytest.raises(ValueError, match="spline_strategy"):
+        F.KANLayerConfig(spline_strategy="fast")
+
+
+def _train_step_size(grid_size: int, strategy: str) -> tuple[int, int]:
+    """(jaxpr equations, HLO instructions) of a jitted Adam step of a [6, 4, 3] KAN."""
+    model = KAN([6, 4, 3], grid_size=grid_size, spline_strategy=strategy)
+    x = jnp.zeros((8, 6), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), x)
+    tx = optax.adam(1e-3)
+
+    def step(params, opt_state, grid, x, y):
+        loss, g = jax.value_and_grad(
+            lambda p: optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p, "grid": grid}, x), y).mean()
+        )(params)
+        updates, opt_state = tx.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    opt_state = jax.eval_shape(tx.init, variables["params"])
+    args = (variables["params"], opt_state, variables["grid"], x, jnp.zeros((8,), jnp.int32))
+    jaxpr = jax.make_jaxpr(step)(*args)
+
+    def count(jpr) -> int:
+        return sum(1 + sum(count(sub) for sub in jax.extend.core.jaxprs_in_params(eqn.params)) for eqn in jpr.eqns)
+
+    hlo = jax.jit(step).lower(*args).as_text()
+    return count(jaxpr.jaxpr), len(re.findall(r"^\s*(%\S+ = |\S+ = stablehlo)", hlo, flags=re.M))
+
+
+@pytest.mark.parametrize("strategy", ["dense", "local"])
+def test_program_size_does_not_depend_on_grid_size(strategy):
+    small = _train_step_size(5, strategy)
+    large = _train_step_size(500, strategy)
+    assert small == large and small[0] > 0
+
+
+def test_init_matches_numpy_min_norm_fit_of_the_noise():
+    # init_spline_weight: minimum-norm least-squares fit of the noise at the G + 1 interior knots.
+    k, G, in_f, out_f = 3, 7, 3, 2
+    row = splines.uniform_grid(G, k, (-1.0, 2.0), dtype=jnp.float64)
+    key = jax.random.key(4)
+    w = np.asarray(F.init_spline_weight(key, row, in_f, out_f, k, scale_noise=0.1, scale=2.0, dtype=jnp.float64))
+    noise = (np.asarray(jax.random.uniform(key, (G + 1, in_f, out_f), jnp.float64)) - 0.5) * 0.1 / G
+    knots = np.asarray(row)
+    interior = knots[k : G + k + 1]
+    a = np.array([[cox_de_boor(t, knots, j, k) for j in range(G + k)] for t in interior])
+    want = np.stack([np.linalg.lstsq(a, noise[:, i, :], rcond=None)[0] for i in range(in_f)], axis=1)  # (n, in, out)
+    np.testing.assert_allclose(w, 2.0 * np.transpose(want, (2, 1, 0)), rtol=1e-9, atol=1e-13)
+
+
+def test_one_configuration_for_both_fronts():
+    config = F.KANLayerConfig(grid_size=4, spline_order=2, scale_noise=0.0, grid_range=(-2, 2))
+    assert config.grid_range == (-2.0, 2.0) and hash(config) == hash(config.replace())
+    linen = KAN([3, 2], **{name: getattr(config, name) for name in config.field_names()})
+    assert linen.config == config
+    model = NNXKAN([3, 2], config=config, rngs=nnx.Rngs(0))
+    assert model.layers[0].config == config and model.layers[0].spline_order == 2
+    assert NNXKAN([3, 2], rngs=nnx.Rngs(0), grid_size=4).layers[0].config.grid_size == 4
+    with pytest.raises(TypeError, match="unknown KAN layer option.*grid_sise"):
+        NNXKAN([3, 2], rngs=nnx.Rngs(0), grid_sise=4)
+    for bad, match in [
+        (dict(grid_size=0), "grid_size"),
+        (dict(spline_order=-1), "spline_order"),
+        (dict(grid_range=(1.0, 0.0)), "grid_range"),
+        (dict(scale_noise=-1.0), "scale_noise"),
+        (dict(grid_eps=1.5), "grid_eps"),
+        (dict(base_activation=3), "base_activation"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            F.KANLayerConfig(**bad)
+        with pytest.raises(ValueError, match=match):
+            KANLinear(2, **bad)
+        with pytest.raises(ValueError, match=match):
+            NNXKAN([2, 1], rngs=nnx.Rngs(0), **bad)
+
+
+def test_large_grid_layer_trains_and_refines_keeping_its_function():
+    # G = 100 and 200 take the local path on the CPU: init, Adam steps and a refinement work,
+    # and refining a uniform grid by a factor of 2 (grid_eps = 1, no margin, samples spanning
+    # the range) keeps the function exactly (nested spline spaces).
+    model = KAN([3, 1], grid_size=100, grid_eps=1.0)
+    x = jax.random.uniform(jax.random.key(0), (512, 3), jnp.float32, -1, 1)
+    x = x.at[0].set(-1.0).at[1].set(1.0 - 1e-7)
+    y = jnp.sin(3 * x[:, :1]) * x[:, 1:2]
+    variables = model.init(jax.random.key(1), x)
+    assert F.choose_spline_strategy(103, 3, "cpu") == "local"
+    tx = optax.adam(1e-2)
+    params, grid = variables["params"], variables["grid"]
+    opt_state = tx.init(params)
+
+    @jax.jit
+    def step(params, opt_state):
+        loss, g = jax.value_and_grad(lambda p: jnp.mean((model.apply({"params": p, "grid": grid}, x) - y) ** 2))(params)
+        updates, opt_state = tx.update(g, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    losses = []
+    for _ in range(20):
+        params, opt_state, loss = step(params, opt_state)
+        losses.append(float(loss))
+    assert losses[-1] < 0.8 * losses[0]
+    before = model.apply({"params": params, "grid": grid}, x)
+    new = model.refine({"params": params, "grid": grid}, x, grid_size=200, margin=0.0)
+    assert new["params"]["layers_0"]["spline_weight"].shape == (1, 3, 203)
+    np.testing.assert_allclose(np.asarray(model.apply(new, x)), np.asarray(before), atol=1e-4)
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 5])
+def test_basis_major_recursion_equals_oracle(k):
+    rng = np.random.default_rng(20 + k)
+    for name, grid in grids_for(k, rng).items():
+        x = probe_points(grid, rng)
+        got = np.moveaxis(np.asarray(splines.bases_basis_major(jnp.asarray(x), jnp.asarray(grid), k)), 0, -1)
+        np.testing.assert_allclose(got, oracle_bases(x, grid, k), rtol=0, atol=1e-12, err_msg=name)
