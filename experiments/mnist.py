@@ -22,6 +22,19 @@ Usage::
 
     python -m experiments.mnist --data-dir ../shared/data/mnist        # the full study
     python -m experiments.mnist --quick --data-dir ../shared/data/mnist  # a smoke run
+
+More devices (see README, "More devices"): ``--devices N`` (default: all devices) spreads each
+algorithm's vmapped seeds over devices and splits every batch over the rest
+(:func:`kan_jax.sharding.plan_mesh`); ``--coordinator-address``, ``--num-processes`` and
+``--process-id`` (or ``$JAX_COORDINATOR_ADDRESS``, ``$JAX_NUM_PROCESSES``, ``$JAX_PROCESS_ID``)
+start the same study on several processes or hosts, each writing only its own runs (seed ``j``
+of the list goes to process ``j mod P``) and process 0 writing the summary of all of them.
+Epoch checkpoints hold the state gathered to the host and are written by process 0 alone (in
+its ``--out-dir``); on resume process 0 reads them and sends them to the other processes, and
+the state is laid out on the mesh again, so a multi-process run resumes from process 0's
+``--out-dir`` (a shared folder is not needed for the checkpoints, but finished runs written by
+other processes are only seen as finished if process 0 sees them: use a shared ``--out-dir``
+to avoid recomputing them).
 """
 from __future__ import annotations
 
@@ -37,10 +50,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments._cli import option, parse
+from experiments._cli import build_parser, option, parse
 from experiments._env import device_description
 from experiments.mnist_protocol import ALGORITHMS, HYPERPARAMETERS, hyperparameters, make_optimizer
-from kan_jax import KAN
+from kan_jax import KAN, sharding
 from kan_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from kan_jax.data import DataError, load_mnist, preprocess_mnist
 from kan_jax.io import atomic_write, write_json
@@ -128,6 +141,27 @@ def _restore(path: Path, fresh: Any, meta_key: dict[str, Any]) -> tuple[Any, dic
     return tree, meta
 
 
+def _share_restored(found: tuple[Any, dict[str, Any]] | None, fresh: Any) -> tuple[Any, dict[str, Any]] | None:
+    """Process 0's restored checkpoint (or None) in every process; one process: ``found`` itself.
+
+    Only process 0 reads and writes epoch checkpoints; the others receive its tree and metadata
+    (``multihost_utils.broadcast_one_to_all``, a collective: every process calls this), so all
+    continue from the same epoch with the same state.
+    """
+    if jax.process_count() == 1:
+        return found
+    from jax.experimental import multihost_utils
+
+    payload = b"" if found is None else json.dumps(found[1]).encode()
+    size = int(multihost_utils.broadcast_one_to_all(np.array(len(payload), np.int32)))
+    if size == 0:
+        return None
+    buf = np.frombuffer(payload, np.uint8) if found is not None else np.zeros(size, np.uint8)
+    meta = json.loads(bytes(np.asarray(multihost_utils.broadcast_one_to_all(buf), np.uint8)))
+    tree = multihost_utils.broadcast_one_to_all(found[0] if found is not None else fresh)
+    return jax.tree.map(np.asarray, tree), meta
+
+
 def _history_rows(epoch: int, lr: float, seconds: float, metrics: dict[str, np.ndarray], n: int) -> list[dict[str, Any]]:
     """One history row per seed of a group from an epoch's metrics (NaN written as None)."""
     rows = []
@@ -150,6 +184,7 @@ def train_algorithm(
     vmap_seeds: bool = True,
     progress: bool = True,
     checkpoint_dir: Optional[Path] = None,
+    devices: Optional[int] = None,
 ) -> list[dict[str, Any]]:
     """Train ``seeds`` of one algorithm; returns one record (per-epoch metrics) per seed.
 
@@ -162,6 +197,12 @@ def train_algorithm(
     shuffling keys, the history so far) is written there atomically after every epoch
     (:func:`checkpoint_path`), and a checkpoint found there is continued from: the epochs
     already done are not run again and the numbers equal an uninterrupted run's.
+
+    ``devices``: run on a mesh of that many devices (seeds split over devices, then batches;
+    :func:`kan_jax.sharding.plan_mesh`), same numbers up to float rounding; ``None``: the default
+    device alone. Checkpoints then hold the state gathered to the host (written by process 0
+    only) and a resumed state is laid out on the mesh again; with several processes process 0
+    reads the checkpoint and broadcasts it.
     """
     x_train, y_train, x_test, y_test = data
     steps = num_batches(x_train.shape[0], config.batch_size)
@@ -174,14 +215,23 @@ def train_algorithm(
     # backend handles a batch dimension of size 1 in its matrix products much less well.
     batched = vmap_seeds and len(seeds) > 1
     groups = [list(range(len(seeds)))] if batched else [[i] for i in range(len(seeds))]
-    epoch_fn = make_epoch_fn(model, tx, config.batch_size, config.eval_batch_size, vmap_seeds=batched)
-    init = lambda k: init_train_state(model, tx, k, x_train[:1])  # noqa: E731
+    # --- more devices (issue 12): a mesh, and data/state/keys placed on it ---------------------
+    mesh, sample_x = None, x_train[:1]
+    if devices is not None:
+        mesh = sharding.plan_mesh(devices, len(groups[0]), (config.batch_size, config.eval_batch_size))
+        data = sharding.place(tuple(np.asarray(a) for a in data), sharding.replicated(mesh))
+        x_train, y_train, x_test, y_test = data
+    key_sharding = None if mesh is None else (sharding.seed_sharding(mesh) if batched else sharding.replicated(mesh))
+    rank = jax.process_index()
+    # -------------------------------------------------------------------------------------------
+    epoch_fn = make_epoch_fn(model, tx, config.batch_size, config.eval_batch_size, vmap_seeds=batched, mesh=mesh)
+    init = lambda k: init_train_state(model, tx, k, sample_x)  # noqa: E731
     fold = jax.random.fold_in
     if batched:
         init, fold = jax.vmap(init), jax.vmap(fold, in_axes=(0, None))
     init = jax.jit(init)
     history: list[list[dict[str, float]]] = [[] for _ in seeds]
-    bar = _progress_bar(total=config.epochs * len(groups), desc=f"{algo:>6}", enabled=progress)
+    bar = _progress_bar(total=config.epochs * len(groups), desc=f"{algo:>6}", enabled=progress and rank == 0)
     elapsed = 0.0
     for group in groups:
         start = time.perf_counter()
@@ -192,7 +242,11 @@ def train_algorithm(
         group_seeds = [seeds[i] for i in group]
         path = None if checkpoint_dir is None else checkpoint_path(checkpoint_dir, algo, group_seeds)
         meta_key = {"algo": algo, "seeds": group_seeds, "config": dataclasses.asdict(config), "hyperparameters": hp}
-        found = None if path is None else _restore(path, (state, jax.random.key_data(shuffle)), meta_key)
+        fresh = jax.device_get((state, jax.random.key_data(shuffle)))  # host values (the restore template)
+        found = None
+        if path is not None:
+            found = _restore(path, fresh, meta_key) if rank == 0 else None
+            found = _share_restored(found, fresh)  # several processes: process 0's checkpoint for all
         if found is not None:
             (state, shuffle), meta = found
             state, shuffle = jax.device_put(state), jax.random.wrap_key_data(jnp.asarray(shuffle))
@@ -201,18 +255,29 @@ def train_algorithm(
                 history[i] = rows
             elapsed += meta["seconds"]
             bar.update(first)
-            print(f"{algo:>6}: seeds {group_seeds} resumed after epoch {first} from {path}", file=sys.stderr)
+            if rank == 0:
+                print(f"{algo:>6}: seeds {group_seeds} resumed after epoch {first} from {path}", file=sys.stderr)
+        if mesh is not None:  # lay the (fresh or resumed) state out on the mesh
+            state = jax.device_get(state)
+            state = sharding.place(state, sharding.state_shardings(mesh, tx, state, seed_axis=batched))
         for epoch in range(first, config.epochs):
             t0 = time.perf_counter()
-            state, metrics = epoch_fn(state, fold(shuffle, epoch), x_train, y_train, x_test, y_test)
-            metrics = {name: np.reshape(values, -1) for name, values in jax.device_get(metrics).items()}
+            epoch_key = fold(shuffle, epoch)
+            if mesh is not None:
+                epoch_key = sharding.place(epoch_key, key_sharding)
+            state, metrics = epoch_fn(state, epoch_key, x_train, y_train, x_test, y_test)
+            metrics = {name: np.reshape(values, -1) for name, values in sharding.gather(metrics).items()}
             seconds = time.perf_counter() - t0
             for i, row in zip(group, _history_rows(epoch, float(schedule(epoch * steps)), seconds, metrics, len(group))):
                 history[i].append(row)
             if path is not None:
+                # The sharded state gathered to the host (a collective: every process takes part);
+                # the shuffling keys are not on the mesh (the same local copy in every process).
+                host = (sharding.gather(state), np.asarray(jax.random.key_data(shuffle)))
                 so_far = time.perf_counter() - start + (meta["seconds"] if found is not None else 0.0)
-                save_checkpoint(path, (state, jax.random.key_data(shuffle)),
-                                {**meta_key, "epoch": epoch + 1, "history": [history[i] for i in group], "seconds": so_far})
+                if rank == 0:
+                    save_checkpoint(path, host,
+                                    {**meta_key, "epoch": epoch + 1, "history": [history[i] for i in group], "seconds": so_far})
             bar.update(1)
             bar.set_postfix(
                 loss=f"{float(np.mean(metrics['train_loss'])):.4f}",
@@ -231,7 +296,14 @@ def train_algorithm(
             "steps_per_epoch": steps,
             "epochs": history[i],
             "final": {k: v for k, v in history[i][-1].items() if k not in ("epoch", "seconds")},
-            "timing": {"algorithm_seconds": elapsed, "seeds_in_program": len(groups[0]), "device": device},
+            "timing": {
+                "algorithm_seconds": elapsed,
+                "seeds_in_program": len(groups[0]),
+                "device": device,
+                "devices": [str(jax.devices()[0])] if mesh is None else sharding.mesh_device_names(mesh),
+                "mesh": None if mesh is None else {k: int(v) for k, v in mesh.shape.items()},
+                "processes": jax.process_count(),
+            },
         }
         for i, seed in enumerate(seeds)
     ]
@@ -343,8 +415,19 @@ class MnistConfig:
     plot: bool = option(True, flag="--no-plot", help="do not draw the figure")
     progress: bool = option(True, flag="--no-progress", help="no progress bars")
     force: bool = option(False, help="recompute runs already in --out-dir")
+    # --- more devices (issue 12): not part of the resume key (same numbers up to rounding) ----
+    devices: Optional[int] = option(
+        None, help="devices to run on (default: all; seeds are spread over them, then batches)")
+    coordinator_address: Optional[str] = option(
+        None, help="host:port of process 0 for a multi-process run (else $JAX_COORDINATOR_ADDRESS)")
+    num_processes: Optional[int] = option(None, help="processes in a multi-process run (else $JAX_NUM_PROCESSES)")
+    process_id: Optional[int] = option(None, help="this process's id, 0 ... P-1 (else $JAX_PROCESS_ID)")
 
     def __post_init__(self) -> None:
+        if self.devices is not None and self.devices < 1:
+            raise ValueError(f"--devices: the number of devices must be >= 1, got {self.devices}")
+        if self.num_processes is not None and self.num_processes < 1:
+            raise ValueError(f"--num-processes must be >= 1, got {self.num_processes}")
         if not self.algos:
             raise ValueError("--algos needs at least one algorithm")
         if len(set(self.seeds)) != len(self.seeds):
@@ -366,11 +449,19 @@ PRESETS = {
 }
 
 
+_PARSER_KWARGS = dict(prog="python -m experiments.mnist",
+                      description="AdamW, Adam, δ-GClip, GClip and SGD on a [784, 64, 10] KAN "
+                                  "(published protocol by default).")
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> MnistConfig:
     """The configuration from a command line (usage errors exit with status 2)."""
-    return parse(MnistConfig, PRESETS, argv, prog="python -m experiments.mnist",
-                 description="AdamW, Adam, δ-GClip, GClip and SGD on a [784, 64, 10] KAN "
-                             "(published protocol by default).")
+    return parse(MnistConfig, PRESETS, argv, **_PARSER_KWARGS)
+
+
+def _usage_error(message: str) -> None:
+    """Exit with the usage line, ``message`` and status 2 (as a flag error would)."""
+    build_parser(MnistConfig, PRESETS, **_PARSER_KWARGS).error(message)
 
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
@@ -393,8 +484,20 @@ def run_study(
     progress: bool = True,
     plot: bool = True,
     trainer: Callable[..., list[dict[str, Any]]] = train_algorithm,
+    devices: Optional[int] = None,
 ) -> list[dict[str, Any]]:
-    """Run (or resume) the study; returns the summary rows and writes everything to ``out_dir``."""
+    """Run (or resume) the study; returns the summary rows and writes everything to ``out_dir``.
+
+    ``devices``: passed to ``trainer`` (a mesh of that many devices; ``None``: one device). With
+    several processes (:func:`kan_jax.sharding.initialize_distributed`) every process runs the same
+    program, writes only its own runs (seed ``j`` of ``seeds`` goes to process ``j mod P``) and
+    process 0 writes the summary, the figure and the epoch checkpoints; which runs are already
+    done is process 0's view of ``out_dir`` (use a shared folder, or other processes' runs are
+    recomputed).
+    """
+    rank, nproc = jax.process_index(), jax.process_count()
+    owner = {s: j % nproc for j, s in enumerate(seeds)}
+    extra = {} if devices is None else {"devices": devices}
     start = time.perf_counter()
     out_dir.mkdir(parents=True, exist_ok=True)
     mnist = load_mnist(data_dir)
@@ -402,34 +505,48 @@ def run_study(
     records: dict[str, list[dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
     ckpt_dir = out_dir / "checkpoints"
-    _remove_stale_temporaries(out_dir)
+    if rank == 0:
+        _remove_stale_temporaries(out_dir)
     for algo in algos:
         hp = hyperparameters(algo, overrides)
         done = {} if force else {s: load_finished(run_path(out_dir, algo, s), config, hp) for s in seeds}
+        if nproc > 1:  # every process must train the same seeds: process 0 decides
+            from jax.experimental import multihost_utils
+
+            mask = np.array([done.get(s) is not None for s in seeds], np.int32)
+            mask = np.asarray(multihost_utils.broadcast_one_to_all(mask))
+            done = {s: done.get(s) if m else None for s, m in zip(seeds, mask)}
         todo = [s for s in seeds if done.get(s) is None]
         if todo:
             t0 = time.perf_counter()
-            if force:
+            if force and rank == 0:
                 for old in ckpt_dir.glob(f"{algo}_seeds*.msgpack"):
                     old.unlink()
             for record in trainer(algo, todo, config, hp, data, vmap_seeds=vmap_seeds, progress=progress,
-                                  checkpoint_dir=ckpt_dir):
-                write_json(run_path(out_dir, algo, record["seed"]), record)
+                                  checkpoint_dir=ckpt_dir, **extra):
+                if owner[record["seed"]] == rank:
+                    write_json(run_path(out_dir, algo, record["seed"]), record)
                 done[record["seed"]] = record
-            for finished in ckpt_dir.glob(f"{algo}_seeds*.msgpack"):  # the JSON files hold it all now
-                finished.unlink()
+            if rank == 0:
+                for finished in ckpt_dir.glob(f"{algo}_seeds*.msgpack"):  # the JSON files hold it all now
+                    finished.unlink()
             seconds[algo] = time.perf_counter() - t0
-        else:
+        elif rank == 0:
             print(f"{algo:>6}: all {len(seeds)} seeds already in {out_dir}, skipped")
         records[algo] = [done[s] for s in seeds]
-    if ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
+    if rank == 0 and ckpt_dir.is_dir() and not any(ckpt_dir.iterdir()):
         ckpt_dir.rmdir()
     total = time.perf_counter() - start
     rows = summarize(records, seconds)
+    if rank != 0:  # process 0 writes the summary of everyone's runs
+        return rows
     device = device_description()
-    table = summary_markdown(rows, total, device)
+    used = [str(d) for d in jax.devices()[: devices or 1]]
+    where = device if len(used) == 1 else f"{len(used)} devices ({used[0]} ...) in {nproc} process(es); {device}"
+    table = summary_markdown(rows, total, where)
     atomic_write(out_dir / "summary.md", table)
-    write_json(out_dir / "summary.json", {"rows": rows, "total_seconds": total, "device": device})
+    write_json(out_dir / "summary.json",
+               {"rows": rows, "total_seconds": total, "device": device, "devices": used, "processes": nproc})
     print(table)
     if plot:
         from experiments.mnist_protocol import plot_training_curves
@@ -440,18 +557,31 @@ def run_study(
     return rows
 
 
-def default_vmap_seeds(backend: Optional[str] = None) -> bool:
+def default_vmap_seeds(backend: Optional[str] = None, devices: Optional[int] = None) -> bool:
     """Whether to batch seeds with ``vmap`` by default: on accelerators yes, on a CPU no.
 
     On the 2-core CPU one seed at a time was 1.45x faster per seed than 5 vmapped seeds
     (batched matrix products are slower there; ``benchmarks/RESULTS.md``); on a GPU or TPU one
-    program for all seeds fills the device.
+    program for all seeds fills the device. On a mesh of several ``devices`` yes on every
+    backend: the vmapped seed axis is what :func:`kan_jax.sharding.plan_mesh` spreads over them.
     """
+    if devices is not None and devices > 1:
+        return True
     return (jax.default_backend() if backend is None else backend) != "cpu"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = parse_args(argv)
+    # More devices (issue 12): join a multi-process run first (before any computation), then
+    # check --devices (a usage error naming how many devices there are).
+    try:
+        sharding.initialize_distributed(cfg.coordinator_address, cfg.num_processes, cfg.process_id)
+        devices = jax.device_count() if cfg.devices is None else cfg.devices
+        sharding.make_mesh(devices)
+    except ValueError as err:
+        _usage_error(str(err))
+    # One device in one process: the plain single-device program (no mesh).
+    devices = None if devices == 1 and jax.process_count() == 1 else devices
     try:
         run_study(
             cfg.algos,
@@ -460,16 +590,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             cfg.overrides,
             cfg.out_dir,
             data_dir=cfg.data_dir,
-            vmap_seeds=default_vmap_seeds() if cfg.vmap is None else cfg.vmap,
+            vmap_seeds=default_vmap_seeds(devices=devices) if cfg.vmap is None else cfg.vmap,
             force=cfg.force,
             progress=cfg.progress,
             plot=cfg.plot,
+            devices=devices,
         )
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished epochs are saved in {cfg.out_dir}; rerun the same command to resume", file=sys.stderr)
+        where = cfg.out_dir if jax.process_count() == 1 else f"process 0's --out-dir ({cfg.out_dir} in process 0)"
+        print(f"\ninterrupted: finished epochs are saved in {where}; rerun the same command to resume", file=sys.stderr)
         return 130
     return 0
 

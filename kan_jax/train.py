@@ -8,6 +8,11 @@ host sees only per-epoch metrics. :func:`make_epoch_fn` vmaps the whole epoch ov
 seed axis, so one compiled program trains several seeds of an algorithm at once.
 
 The grid of the KAN layers is part of :class:`TrainState` but not of the optimised params.
+
+Every function takes an optional ``mesh`` (:mod:`kan_jax.sharding`): batches are then split over
+its ``"data"`` axis and vmapped seeds over its ``"seeds"`` axis, and ``jit`` inserts the gradient
+all-reduce; the numbers are those of one device up to float rounding.
+
 Nothing here knows a particular study: the optimisers of the MNIST study and its figure live in
 ``experiments/mnist_protocol.py``.
 """
@@ -20,6 +25,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import Mesh
+
+from kan_jax.sharding import DATA_AXIS, SEED_AXIS, constrain_batch
 
 __all__ = [
     "TrainState",
@@ -97,6 +105,7 @@ def train_epoch(
     x: jax.Array,
     y: jax.Array,
     batch_size: int,
+    mesh: Optional[Mesh] = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One epoch of minibatch training with cross-entropy, as a single ``lax.scan``.
 
@@ -112,6 +121,12 @@ def train_epoch(
         Training inputs ``(N, ...)`` and integer labels ``(N,)``, already on the device.
     batch_size:
         Batch size (static); the last batch holds ``N mod batch_size`` samples if non-zero.
+    mesh:
+        Optional :class:`jax.sharding.Mesh` (:func:`kan_jax.sharding.make_mesh`): every batch is
+        split over its ``"data"`` axis (data parallelism; ``batch_size`` must be divisible by
+        its size) and the compiler all-reduces the gradient. The step is unchanged: the loss is
+        the masked mean over the whole batch, so clipping norms are those of the full gradient.
+        Place ``state`` and the data with :func:`kan_jax.sharding.place` (params replicated).
 
     Returns
     -------
@@ -122,6 +137,7 @@ def train_epoch(
         for other optimisers).
     """
     idx, mask = _batched_indices(jax.random.permutation(key, x.shape[0]), batch_size)
+    idx, mask = constrain_batch(idx, mesh, axis=1), constrain_batch(mask, mesh, axis=1)
 
     def loss_fn(params, xb, yb, mb):
         logits = model.apply({"params": params, "grid": state.grid}, xb)
@@ -144,16 +160,19 @@ def train_epoch(
 
 
 def evaluate(
-    model: nn.Module, params: Any, grid: Any, x: jax.Array, y: jax.Array, batch_size: int
+    model: nn.Module, params: Any, grid: Any, x: jax.Array, y: jax.Array, batch_size: int,
+    mesh: Optional[Mesh] = None,
 ) -> dict[str, jax.Array]:
     """Loss and accuracy on a dataset in batches, as one ``lax.scan``.
 
     Returns both the mean of per-batch means (``val_loss_batchmean``, ``val_acc_batchmean``:
     what a PyTorch loop averaging ``loss.item()`` over a ``DataLoader`` reports, the last
     partial batch weighing as much as a full one) and the exact per-sample means
-    (``val_loss``, ``val_acc``).
+    (``val_loss``, ``val_acc``). With ``mesh`` every batch is split over its ``"data"`` axis
+    (as in :func:`train_epoch`).
     """
     idx, mask = _batched_indices(jnp.arange(x.shape[0]), batch_size)
+    idx, mask = constrain_batch(idx, mesh, axis=1), constrain_batch(mask, mesh, axis=1)
 
     def step(_, batch):
         bi, mb = batch
@@ -178,6 +197,7 @@ def make_epoch_fn(
     batch_size: int,
     eval_batch_size: Optional[int] = None,
     vmap_seeds: bool = True,
+    mesh: Optional[Mesh] = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """A compiled ``epoch(state, key, x_train, y_train, x_val, y_val) -> (state, metrics)``.
 
@@ -185,14 +205,27 @@ def make_epoch_fn(
     ``vmap_seeds`` every leaf of ``state`` and ``key`` has a leading seed axis and the data
     are shared: all seeds run in one program. The state argument is donated (its buffers are
     reused for the result).
+
+    With a ``mesh`` (:mod:`kan_jax.sharding`) the program runs on all its devices: the seed axis
+    is split over ``"seeds"`` (``jax.vmap(..., spmd_axis_name="seeds")``; place state and keys
+    with :func:`kan_jax.sharding.state_shardings` / ``seed_sharding``) and every batch over
+    ``"data"``; the data are replicated. The numbers equal the one-device program's up to float
+    rounding.
     """
     eval_batch_size = eval_batch_size or batch_size
+    if mesh is not None:
+        for name, b in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if b % mesh.shape[DATA_AXIS]:
+                raise ValueError(
+                    f"{name} {b} is not divisible by the mesh's {mesh.shape[DATA_AXIS]} data-parallel devices"
+                )
 
     def epoch(state, key, x_train, y_train, x_val, y_val):
-        state, metrics = train_epoch(model, tx, state, key, x_train, y_train, batch_size)
-        metrics.update(evaluate(model, state.params, state.grid, x_val, y_val, eval_batch_size))
+        state, metrics = train_epoch(model, tx, state, key, x_train, y_train, batch_size, mesh)
+        metrics.update(evaluate(model, state.params, state.grid, x_val, y_val, eval_batch_size, mesh))
         return state, metrics
 
     if vmap_seeds:
-        epoch = jax.vmap(epoch, in_axes=(0, 0, None, None, None, None))
+        spmd = SEED_AXIS if mesh is not None else None
+        epoch = jax.vmap(epoch, in_axes=(0, 0, None, None, None, None), spmd_axis_name=spmd)
     return jax.jit(epoch, donate_argnums=(0,))
