@@ -74,10 +74,12 @@ Dtype = Any
 SPLINE_STRATEGIES = ("auto", "dense", "local")
 
 #: Cost rule of ``"auto"``: the dense product is used while ``n = G + k`` is at most this
-#: many times the ``k + 1`` non-zero bases per input (backend name -> factor). Measured with
-#: ``benchmarks/spline_strategies.py`` (figures in ``benchmarks/RESULTS.md``); backends not
-#: listed use the CPU value.
-DENSE_MAX_BASES_PER_WINDOW: dict[str, float] = {"cpu": 16.0, "gpu": 16.0, "tpu": 16.0}
+#: many times the ``k + 1`` non-zero bases per input (backend name -> factor). The CPU value
+#: is the crossover measured by ``benchmarks/spline_scaling.py`` on a 2-core CPU (dense faster
+#: up to G = 200, local from G = 500 at k = 3; ``benchmarks/RESULTS.md``); the GPU/TPU values are
+#: not measured yet (gathers are cheap there, so the crossover is expected lower); other
+#: backends use the CPU value.
+DENSE_MAX_BASES_PER_WINDOW: dict[str, float] = {"cpu": 64.0, "gpu": 16.0, "tpu": 16.0}
 
 
 @dataclasses.dataclass(frozen=True)
