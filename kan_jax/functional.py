@@ -75,11 +75,12 @@ SPLINE_STRATEGIES = ("auto", "dense", "local")
 
 #: Cost rule of ``"auto"``: the dense product is used while ``n = G + k`` is at most this
 #: many times the ``k + 1`` non-zero bases per input (backend name -> factor). The CPU value
-#: is the crossover measured by ``benchmarks/spline_scaling.py`` on a 2-core CPU (dense faster
-#: up to G = 200, local from G = 500 at k = 3; ``benchmarks/RESULTS.md``); the GPU/TPU values are
+#: is the crossover measured by ``benchmarks/spline_scaling.py`` on a 2-core CPU for the
+#: [784, 64, 10] KAN at batch 64 (dense faster at G = 100, local at G = 200 and above, k = 3;
+#: ``benchmarks/RESULTS.md``); the GPU/TPU values are
 #: not measured yet (gathers are cheap there, so the crossover is expected lower); other
 #: backends use the CPU value.
-DENSE_MAX_BASES_PER_WINDOW: dict[str, float] = {"cpu": 64.0, "gpu": 16.0, "tpu": 16.0}
+DENSE_MAX_BASES_PER_WINDOW: dict[str, float] = {"cpu": 32.0, "gpu": 16.0, "tpu": 16.0}
 
 
 @dataclasses.dataclass(frozen=True)
