@@ -63,7 +63,9 @@ def test_records_are_consistent(quick):
 
 def test_reported_min_eigenvalue_matches_dense_eigh_at_final_point(quick):
     """The reported Lanczos lambda_min at each KAN method's saved final point against eigh of
-    jax.hessian there: equal within the reported residual (|error| <= residual)."""
+    jax.hessian there: a Ritz value with residual r has an eigenvalue within r of it (Kahan's
+    bound for symmetric matrices) and never lies below the smallest eigenvalue; where the quick
+    run's few Lanczos steps converged (residual below 1e-6) it is the smallest one."""
     cfg = study.PRESETS["quick"]
     prob = study._kan_problem(cfg)
     hess = jax.jit(lambda x, unravel=ravel_pytree(prob["params"])[1]:
@@ -73,8 +75,12 @@ def test_reported_min_eigenvalue_matches_dense_eigh_at_final_point(quick):
         params = load_params(quick / f"kan_{method}.msgpack", prob["params"])
         assert float(prob["loss"](params, prob["batch"])) == pytest.approx(r["final_loss"], rel=1e-10)
         h = np.asarray(hess(ravel_pytree(params)[0]))
-        lam = np.linalg.eigvalsh(0.5 * (h + h.T))[0]
-        assert abs(r["lambda_min_lanczos"] - lam) <= max(r["lambda_min_residual"], 1e-10)
+        eigs = np.linalg.eigvalsh(0.5 * (h + h.T))
+        theta, res = r["lambda_min_lanczos"], r["lambda_min_residual"]
+        assert np.min(np.abs(eigs - theta)) <= res + 1e-10, method
+        assert theta >= eigs[0] - 1e-10, method
+        if res < 1e-6:
+            assert abs(theta - eigs[0]) <= 1e-6, method
 
 
 def test_rerun_resumes_and_bad_arguments_fail(quick, capsys):
