@@ -39,19 +39,17 @@ References
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from kan_jax.curvature import operators as ops
 from kan_jax.curvature import stochastic as st
 from kan_jax.curvature._trace import jit_call
 from kan_jax.curvature.lanczos import Eigenpairs, LanczosResult, eigenpairs, lanczos_tree, tridiagonal_eigh
-from kan_jax.curvature.oracle import DEFAULT_MAX_PARAMS, exact_spectrum, hessian_matrix
+from kan_jax.curvature.oracle import DEFAULT_MAX_PARAMS, _num_params, _precision_ctx, _prepare, exact_spectrum, hessian_matrix
 from kan_jax.curvature.stochastic import SpectralDensity, TraceEstimate
 
 PyTree = Any
@@ -114,25 +112,8 @@ class AugmentedEigenpair(NamedTuple):
 # --------------------------------------------------------------------------------------------
 # Helpers: binding a loss to a flat operator inside a trace
 # --------------------------------------------------------------------------------------------
-def _precision_ctx(precision: str | None):
-    return contextlib.nullcontext() if precision is None else jax.default_matmul_precision(precision)
-
-
 def _default_key(key):
     return jax.random.key(0) if key is None else key
-
-
-def _num_params(params: PyTree) -> int:
-    return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(params)))
-
-
-def _prepare(batches, weights):
-    """Validate the batch form; returns ``(batches, weights or None)``."""
-    if batches is None:
-        if weights is not None:
-            raise ValueError("weights given without batches")
-        return None, None
-    return batches, ops.batch_weights(batches, weights)
 
 
 def _bind(loss_fn, params, batches, weights):
