@@ -407,13 +407,7 @@ def spline_branch(params: Params, grid: jax.Array, x: jax.Array, strategy: str =
         return jnp.dot(bases, w_scaled.reshape(out_features, -1).T)
     if strategy != "local":
         raise ValueError(f"strategy must be one of {SPLINE_STRATEGIES}, got {strategy!r}")
-    start, values = splines.local_bases(x, grid.astype(x.dtype), k)  # (B, in), (B, in, k + 1)
-    windows = _gather_windows(w, start, k + 1)  # (B, in, k + 1, out)
-    per_edge = jnp.einsum("biq,biqo->bio", values, windows)
-    scaler = params.get("spline_scaler")
-    if scaler is None:
-        return jnp.sum(per_edge, axis=1)
-    return jnp.einsum("bio,oi->bo", per_edge, scaler.astype(x.dtype))
+    return jnp.sum(_spline_outputs_per_edge({**params, "spline_weight": w}, grid.astype(x.dtype), x), axis=1)
 
 
 def _check_input(grid: jax.Array, x: jax.Array) -> None:
