@@ -321,6 +321,7 @@ def tfds_dir(mnist_dir, tmp_path_factory):
     return data_dir
 
 
+@pytest.mark.slow
 def test_tfds_prepared_offline_equals_idx(tfds_dir, mnist, monkeypatch):
     import tensorflow_datasets as tfds
 

@@ -4,7 +4,8 @@ A reduced run (``--quick``: 30 L-BFGS steps, 3 datasets, 8 alphas, MLP [784, 32,
 images) runs once per module through the real CLI in a subprocess; its outputs are then checked
 against references the test computes itself from the saved checkpoints: the exact Hessian
 spectrum by ``jax.hessian`` + ``numpy.linalg.eigh`` on ``thetaN`` (float64), and the losses at
-``theta0`` / ``thetaN`` on freshly drawn datasets. The full-size study is marked slow.
+``theta0`` / ``thetaN`` on freshly drawn datasets. The full-size study is in
+``test_landscape_full_study.py`` (slow; its own file so that a second test worker can run it).
 """
 from __future__ import annotations
 
@@ -209,6 +210,7 @@ def _check_study(out: Path, num_alphas: int, num_datasets: int, mlp: bool = True
         assert m["timings_s"][key] > 0
 
 
+@pytest.mark.slow
 def test_quick_study_end_to_end(quick_run):
     out, stdout = quick_run
     _check_study(out, num_alphas=8, num_datasets=3)
@@ -218,6 +220,7 @@ def test_quick_study_end_to_end(quick_run):
     assert m["config"]["hidden"] == 32 and m["config"]["batch"] == 256 and m["num_params"] == 784 * 32 + 32 + 32 * 10 + 10
 
 
+@pytest.mark.slow
 def test_quick_study_prints_and_writes_the_summary(quick_run):
     out, stdout = quick_run
     summary = (out / "summary.md").read_text()
@@ -266,15 +269,3 @@ def test_quick_fills_only_unset_flags():
                             "--mlp-batch", "64", "--seed", "3", "--out-dir", "x", "--quiet"])
     assert cfg.skip_mlp and cfg.mlp.delta == 0.5 and cfg.kan.hidden == 7 and cfg.kan.dtype == "float32"
     assert cfg.mlp.batch == 64 and cfg.kan.seed == 3 and str(cfg.out_dir) == "x" and cfg.quiet
-
-
-@pytest.mark.slow
-def test_full_study(tmp_path, mnist_dir):
-    """The study at its default size (about 3 minutes on 2 CPU cores)."""
-    proc = _run_cli(tmp_path, "--data-dir", str(mnist_dir), timeout=3600)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    _check_study(tmp_path, num_alphas=50, num_datasets=10)
-    m = json.loads((tmp_path / "mlp_spectrum.json").read_text())
-    assert m["num_params"] == 784 * 512 + 512 + 512 * 10 + 10
-    assert m["training"]["test_accuracy"] > 0.9
-    assert m["top_eigenvalue"]["residual_norm"] < 1e-3 * m["top_eigenvalue"]["value"]

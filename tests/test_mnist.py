@@ -141,6 +141,7 @@ def _checkpoint_epochs(folder: Path) -> dict[str, int]:
     return out
 
 
+@pytest.mark.slow
 def test_sigkill_mid_study_then_rerun_equals_uninterrupted_run(tmp_path, mnist_dir, capsys):
     reference = tmp_path / "reference"
     assert study.main(_study_argv(mnist_dir, reference)) == 0

@@ -40,6 +40,7 @@ def default_jax_config():
         jax.config.update("jax_enable_x64", x64)
 
 
+@pytest.mark.slow
 def test_readme_python_blocks_run_in_order(tmp_path, monkeypatch, default_jax_config):
     monkeypatch.chdir(tmp_path)  # files an example writes (figures) land here
     namespace: dict = {"__name__": "readme"}

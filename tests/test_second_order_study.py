@@ -17,6 +17,8 @@ from jax.flatten_util import ravel_pytree
 from experiments import second_order as study
 from kan_jax import load_params
 
+pytestmark = pytest.mark.slow  # one --quick study shared by every test here (about 30 s)
+
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory, mnist_dir):

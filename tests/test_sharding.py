@@ -46,6 +46,7 @@ def _run_checks(mnist_dir: Path, names: list[str]) -> None:
         assert f"ok {name}" in proc.stdout, proc.stdout
 
 
+@pytest.mark.slow
 def test_on_four_cpu_devices(mnist_dir):
     """On 4 forced CPU devices: mesh planning and its errors; a data-parallel epoch == the
     one-device epoch (Adam and δ-GClip, params, optimizer state and metrics, all-reduce in the
