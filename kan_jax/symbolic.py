@@ -103,6 +103,20 @@ def _linear_canonical(a, b, c, d):
     return (jnp.ones_like(a), jnp.zeros_like(b), c * a, c * b + d)
 
 
+def _periodic_canonical(even: bool) -> Callable[..., tuple]:
+    # c f(a x + b) + d for f = sin (odd) or cos (even), 2 pi periodic with f(u + pi) = -f(u):
+    # a > 0 and b in [-pi/2, pi/2] (the grid search and training may end at b + 2 pi k)
+    def canon(a, b, c, d):
+        neg = a < 0
+        a, b = jnp.where(neg, -a, a), jnp.where(neg, -b, b)
+        c = c if even else jnp.where(neg, -c, c)
+        b = jnp.mod(b + jnp.pi, 2 * jnp.pi) - jnp.pi
+        flip = jnp.abs(b) > jnp.pi / 2
+        return (a, jnp.where(flip, b - jnp.sign(b) * jnp.pi, b), jnp.where(flip, -c, c), d)
+
+    return canon
+
+
 def _safe_recip(u):
     small = jnp.abs(u) < _EPS
     return 1.0 / jnp.where(small, jnp.where(u < 0, -_EPS, _EPS), u)
@@ -120,8 +134,8 @@ LIBRARY: dict[str, SymbolicFunction] = {
         SymbolicFunction("log", lambda u: jnp.log(jnp.maximum(u, _EPS)), sympy.log, 2),
         SymbolicFunction("sqrt", lambda u: jnp.sqrt(jnp.maximum(u, _EPS)), sympy.sqrt, 2),
         SymbolicFunction("tanh", jnp.tanh, sympy.tanh, 3),
-        SymbolicFunction("sin", jnp.sin, sympy.sin, 2),
-        SymbolicFunction("cos", jnp.cos, sympy.cos, 2),
+        SymbolicFunction("sin", jnp.sin, sympy.sin, 2, _periodic_canonical(even=False)),
+        SymbolicFunction("cos", jnp.cos, sympy.cos, 2, _periodic_canonical(even=True)),
         SymbolicFunction("abs", jnp.abs, sympy.Abs, 3),
         SymbolicFunction("gaussian", lambda u: jnp.exp(-(u**2)), lambda u: sympy.exp(-(u**2)), 3),
     )

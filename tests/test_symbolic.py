@@ -242,3 +242,15 @@ def test_auto_symbolic_keeps_a_chain_of_two_library_functions():
     snapped, rep = S.auto_symbolic(net, x, LIB)
     assert [(r["name"], r.get("merged")) for r in rep] == [("x^2", None), ("exp", None)]
 
+
+@pytest.mark.parametrize("name", ["sin", "cos"])
+def test_sin_and_cos_fits_are_canonical(name):
+    # any (a, b) is reported as a > 0, |b| <= pi/2 (c's sign absorbs the half periods)
+    f = S.LIBRARY[name]
+    x = np.random.default_rng(20).uniform(-1, 1, 300)
+    for a, b, c in [(-3.0, 9.5, 1.5), (2.0, -7.0, -0.5), (2.5, 2.0, 1.0)]:
+        y = c * np.asarray(f.jax(jnp.asarray(a * x + b))) + 0.3
+        theta, r2 = S.fit_affine(x, y, name, library=LIB)
+        ta, tb, tc, td = (float(t) for t in theta)
+        assert float(r2) > 1 - 1e-12 and ta > 0 and abs(tb) <= math.pi / 2 + 1e-12
+        np.testing.assert_allclose(tc * np.asarray(f.jax(jnp.asarray(ta * x + tb))) + td, y, atol=1e-8)
