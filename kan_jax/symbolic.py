@@ -684,7 +684,11 @@ def symbolic_formula(
     """The SymPy expression of every output of a network whose alive edges are all symbolic.
 
     Node ``o`` of layer ``l + 1`` is :math:`\\sum_i c_{oi} f_{oi}(a_{oi} z_i + b_{oi}) + d_{oi}`
-    over the alive edges (``mask = 1``) of layer ``l``; pruned edges contribute nothing.
+    over the alive edges (``mask = 1``) of layer ``l``; pruned edges contribute nothing. The
+    constants are first put in their function's canonical form (``SymbolicFunction.canonical``,
+    e.g. ``a = 1`` for ``x^n``): training moves them along directions that leave the edge
+    unchanged (``c (a x)^2`` only depends on ``c a^2``), and rounding ``c`` and ``a`` separately
+    would then print ``1.0001*x2**2`` for ``1.000081*(0.999959*x2)**2``.
 
     Parameters
     ----------
@@ -729,8 +733,12 @@ def symbolic_formula(
             for i in range(in_f):
                 if not mask[o, i]:
                     continue
-                a, b, c, d = (sympy.Float(float(v), 17) for v in aff[o, i])
-                node = node + c * net.spec.functions[fn[o, i]].sympy(a * z[i] + b) + d
+                f = net.spec.functions[fn[o, i]]
+                theta = aff[o, i]
+                if getattr(f, "canonical", None) is not None:  # training drifts along the redundant directions
+                    theta = [float(v) for v in f.canonical(*(jnp.asarray(v, p["affine"].dtype) for v in theta))]
+                a, b, c, d = (sympy.Float(float(v), 17) for v in theta)
+                node = node + c * f.sympy(a * z[i] + b) + d
             new.append(node)
         z = new
     if digits is not None:

@@ -254,3 +254,12 @@ def test_sin_and_cos_fits_are_canonical(name):
         ta, tb, tc, td = (float(t) for t in theta)
         assert float(r2) > 1 - 1e-12 and ta > 0 and abs(tb) <= math.pi / 2 + 1e-12
         np.testing.assert_allclose(tc * np.asarray(f.jax(jnp.asarray(ta * x + tb))) + td, y, atol=1e-8)
+
+
+def test_formula_uses_canonical_constants_before_rounding():
+    # trained constants drift along directions that leave the edge unchanged: c (a x)^2 with
+    # c a^2 = 1, sin(u + 2 pi); the formula shows the edge, not the drift
+    _, _, net = _net((2, 1), seed=21)
+    net, _ = S.fix_symbolic(net, None, 0, 0, 0, "x^2", params=(0.999959, 1e-12, 1.0 / 0.999959**2, 0.0))
+    net, _ = S.fix_symbolic(net, None, 0, 0, 1, "sin", params=(-2.0, -2 * math.pi, -1.0, 0.0))
+    assert str(S.symbolic_formula(net, digits=4)[0]) == "x1**2 + sin(2*x2)"
