@@ -2,7 +2,9 @@
 
 Train a KAN ``[n, 5, 1]`` on a formula with L-BFGS and the sparsity regulariser, prune it, train
 again, snap every edge to a library function (``c f(a x + b) + d``), train the constants and
-print the formula. In float64.
+print the formula. In float64. Snapping merges chain nodes (a hidden node with one input and
+one output edge is snapped as one composite edge when that scores better, see
+:func:`kan_jax.symbolic.auto_symbolic`); ``--no-merge-chains`` snaps every edge on its own.
 
 Outputs in ``--out-dir`` (default ``runs/hello_kan``): ``init.png``, ``trained.png``,
 ``pruned.png``, ``symbolic.png`` (the network at each stage) and ``result.json`` with the
