@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import sympy
 
-from kan_jax.interpret import KANNet, _forward_jit
+from kan_jax.interpret import KANNet, _forward_jit, layer_edge_activations
 
 __all__ = [
     "SymbolicFunction",
@@ -48,6 +48,8 @@ __all__ = [
     "suggest_symbolic",
     "fix_symbolic",
     "auto_symbolic",
+    "chain_nodes",
+    "merge_chain_nodes",
     "with_library",
     "symbolic_formula",
     "round_floats",
@@ -101,6 +103,20 @@ def _linear_canonical(a, b, c, d):
     return (jnp.ones_like(a), jnp.zeros_like(b), c * a, c * b + d)
 
 
+def _periodic_canonical(even: bool) -> Callable[..., tuple]:
+    # c f(a x + b) + d for f = sin (odd) or cos (even), 2 pi periodic with f(u + pi) = -f(u):
+    # a > 0 and b in [-pi/2, pi/2] (the grid search and training may end at b + 2 pi k)
+    def canon(a, b, c, d):
+        neg = a < 0
+        a, b = jnp.where(neg, -a, a), jnp.where(neg, -b, b)
+        c = c if even else jnp.where(neg, -c, c)
+        b = jnp.mod(b + jnp.pi, 2 * jnp.pi) - jnp.pi
+        flip = jnp.abs(b) > jnp.pi / 2
+        return (a, jnp.where(flip, b - jnp.sign(b) * jnp.pi, b), jnp.where(flip, -c, c), d)
+
+    return canon
+
+
 def _safe_recip(u):
     small = jnp.abs(u) < _EPS
     return 1.0 / jnp.where(small, jnp.where(u < 0, -_EPS, _EPS), u)
@@ -118,8 +134,8 @@ LIBRARY: dict[str, SymbolicFunction] = {
         SymbolicFunction("log", lambda u: jnp.log(jnp.maximum(u, _EPS)), sympy.log, 2),
         SymbolicFunction("sqrt", lambda u: jnp.sqrt(jnp.maximum(u, _EPS)), sympy.sqrt, 2),
         SymbolicFunction("tanh", jnp.tanh, sympy.tanh, 3),
-        SymbolicFunction("sin", jnp.sin, sympy.sin, 2),
-        SymbolicFunction("cos", jnp.cos, sympy.cos, 2),
+        SymbolicFunction("sin", jnp.sin, sympy.sin, 2, _periodic_canonical(even=False)),
+        SymbolicFunction("cos", jnp.cos, sympy.cos, 2, _periodic_canonical(even=True)),
         SymbolicFunction("abs", jnp.abs, sympy.Abs, 3),
         SymbolicFunction("gaussian", lambda u: jnp.exp(-(u**2)), lambda u: sympy.exp(-(u**2)), 3),
     )
@@ -466,6 +482,7 @@ def auto_symbolic(
     lib: Optional[Sequence[Union[str, SymbolicFunction]]] = None,
     *,
     weight_simple: float = 0.8,
+    merge_chains: bool = True,
     verbose: bool = False,
     **fit_kwargs: Any,
 ) -> tuple[KANNet, list[dict[str, Any]]]:
@@ -473,10 +490,21 @@ def auto_symbolic(
 
     Layer by layer (inputs recomputed after snapping the earlier layers), every library function
     is fitted to all alive numeric edges of the layer at once (``vmap``), and each edge takes
-    the function of lowest :func:`suggest_symbolic` score. Returns the new network and one
-    ``{"layer", "out", "in", "name", "r2", "params"}`` per snapped edge.
+    the function of lowest :func:`suggest_symbolic` score.
+
+    With ``merge_chains`` (ours), hidden nodes that are a *chain* -- exactly one alive incoming
+    and one alive outgoing edge, both numeric -- are then reconsidered (:func:`merge_chain_nodes`):
+    such a node computes ``g(h(x_i))``, a function of one variable whose split into ``h`` and
+    ``g`` the data do not determine (any invertible reparametrisation of the node gives the
+    same network), so training may leave both nonlinear with ``g o h`` a library function and
+    neither ``h`` nor ``g`` one. The composite is fitted as one edge (outgoing edge ``x``) when
+    that scores better than the two separate snaps.
+
+    Returns the new network and one ``{"layer", "out", "in", "name", "r2", "params"}`` per
+    snapped edge (merged chains' edges also carry ``"merged"``; see :func:`merge_chain_nodes`).
     """
     fns = get_library(lib)
+    numeric = net
     report = []
     for l in range(len(net.params)):
         inputs, acts = _edge_data(net, x)
@@ -503,9 +531,120 @@ def auto_symbolic(
             rec = {"layer": l, "out": int(o[e]), "in": int(i[e]), "name": fns[bf].name, "r2": float(r2s[bf, e]), "params": [float(t) for t in thetas[bf][e]]}
             report.append(rec)
             if verbose:
-                print(f"fixing ({l},{i},{o}) with {rec['name']}, r2={rec['r2']:.10f}")
+                print(f"fixing ({l},{int(i[e])},{int(o[e])}) with {rec['name']}, r2={rec['r2']:.10f}")
         net = _set_edges(net, l, list(zip(o.tolist(), i.tolist())), idxs, np.stack(chosen))
+    if merge_chains:
+        net, report = merge_chain_nodes(numeric, net, x, fns, report, weight_simple=weight_simple, verbose=verbose, **fit_kwargs)
     return net, report
+
+
+def chain_nodes(net: KANNet) -> list[tuple[int, int, int, int]]:
+    """The hidden nodes of ``net`` that are chains: ``(l, i, j, o)`` for node ``j`` of layer
+    ``l + 1`` whose only alive incoming edge is ``(l, j, i)`` (from input ``i`` of layer ``l``)
+    and whose only alive outgoing edge is ``(l + 1, o, j)``, both numeric (not snapped)."""
+    out = []
+    for l in range(len(net.params) - 1):
+        m_in = np.asarray(net.state[l]["mask"]) > 0  # (n_{l+1}, n_l)
+        m_out = np.asarray(net.state[l + 1]["mask"]) > 0  # (n_{l+2}, n_{l+1})
+        s_in = np.asarray(net.state[l]["symbolic"]) > 0
+        s_out = np.asarray(net.state[l + 1]["symbolic"]) > 0
+        for j in range(m_in.shape[0]):
+            ins, outs = np.flatnonzero(m_in[j]), np.flatnonzero(m_out[:, j])
+            if len(ins) == 1 and len(outs) == 1 and not s_in[j, ins[0]] and not s_out[outs[0], j]:
+                out.append((l, int(ins[0]), j, int(outs[0])))
+    return out
+
+
+def merge_chain_nodes(
+    numeric: KANNet,
+    snapped: KANNet,
+    x: jax.Array,
+    lib: Optional[Sequence[Union[str, SymbolicFunction]]],
+    report: Sequence[dict[str, Any]],
+    *,
+    weight_simple: float = 0.8,
+    verbose: bool = False,
+    **fit_kwargs: Any,
+) -> tuple[KANNet, list[dict[str, Any]]]:
+    """Reconsider the chain nodes of ``numeric`` (:func:`chain_nodes`) in its snapped version.
+
+    For a chain ``x_i -> h -> node j -> g -> node o`` the composite ``y = g(h(x_i))`` of the
+    numeric edges is compared, on ``x``, with
+
+    * the two separate snaps ``f_2(f_1(x_i))`` of ``snapped`` (complexity ``c_1 + c_2``, R^2 of
+      the composed snaps against ``y``), and
+    * the best library fit ``c f(a x_i + b) + d`` of ``y`` itself, with the outgoing edge the
+      identity ``x`` (complexity ``c_f + 1``),
+
+    by pykan's score (:func:`suggest_symbolic`); the lower wins. A merged chain's report entries
+    get ``"merged": True`` and the incoming one ``"chain_r2"`` (the separate snaps' R^2, to
+    compare with its ``"r2"``). The inputs ``x_i`` are those of ``snapped`` (earlier layers
+    snapped), as in :func:`auto_symbolic`. ``report`` is :func:`auto_symbolic`'s list for
+    ``snapped``; chains whose edges it does not list, or that share an edge with a chain merged
+    before them (consecutive chain nodes of a deeper network), are left as they are.
+
+    Returns the new network and the updated report.
+    """
+    fns = get_library(lib)
+    report = [dict(r) for r in report]
+    chains = chain_nodes(numeric)
+    if not chains:
+        return snapped, report
+    _, inputs, acts = _forward_jit(snapped.params, snapped.state, jnp.asarray(x), snapped.spec)
+    xs, ys, chain_vals = [], [], []
+    for l, i, j, o in chains:
+        xl = inputs[l]
+        h = layer_edge_activations(numeric.params[l], numeric.state[l], xl, numeric.spec)[:, j, i]
+        z = jnp.zeros((xl.shape[0], numeric.widths[l + 1]), xl.dtype).at[:, j].set(h)
+        xs.append(xl[:, i])
+        ys.append(layer_edge_activations(numeric.params[l + 1], numeric.state[l + 1], z, numeric.spec)[:, o, j])
+        chain_vals.append(acts[l + 1][:, o, j])
+    xe, ye, ce = jnp.stack(xs), jnp.stack(ys), jnp.stack(chain_vals)
+    sst = np.asarray(jnp.sum((ye - jnp.mean(ye, axis=1, keepdims=True)) ** 2, axis=1))
+    sse = np.asarray(jnp.sum((ce - ye) ** 2, axis=1))
+    chain_r2 = np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), np.where(sse == 0, 1.0, 0.0))
+    thetas, r2s = [], []
+    for f in fns:
+        th, r2 = fit_affine(xe, ye, f, library=fns, **fit_kwargs)
+        thetas.append(np.asarray(th))
+        r2s.append(np.asarray(r2))
+    r2s = np.stack(r2s)  # (F, chains)
+    identity = next((f for f in fns if f.name == "x"), LIBRARY["x"])
+    comp = np.array([f.complexity for f in fns], float)[:, None] + identity.complexity
+    merged_scores = _selection_score(r2s, comp, weight_simple)
+    best = np.argmin(merged_scores, axis=0)
+    where = {(r["layer"], r["out"], r["in"]): k for k, r in enumerate(report)}
+    touched: set[tuple[int, int, int]] = set()
+    for e, (l, i, j, o) in enumerate(chains):
+        edge_in, edge_out = (l, j, i), (l + 1, o, j)
+        if edge_in not in where or edge_out not in where or touched & {edge_in, edge_out}:
+            continue
+        k_in, k_out = where[edge_in], where[edge_out]
+        c_chain = _complexity(fns, snapped, report[k_in]["name"]) + _complexity(fns, snapped, report[k_out]["name"])
+        chain_score = float(_selection_score(np.array(chain_r2[e]), np.array(c_chain), weight_simple))
+        bf = int(best[e])
+        if verbose:
+            print(f"chain ({l},{i})->{j}->({l + 1},{o}): separate {report[k_in]['name']}, {report[k_out]['name']} "
+                  f"r2={chain_r2[e]:.10f}; merged {fns[bf].name} r2={r2s[bf, e]:.10f}")
+        if merged_scores[bf, e] >= chain_score:
+            continue
+        touched |= {edge_in, edge_out}
+        snapped, idx = _with_function(snapped, fns[bf])
+        snapped = _set_edges(snapped, l, [(j, i)], [idx], thetas[bf][e][None])
+        snapped, idx_x = _with_function(snapped, identity)
+        snapped = _set_edges(snapped, l + 1, [(o, j)], [idx_x], np.array([[1.0, 0.0, 1.0, 0.0]]))
+        report[k_in] = {**report[k_in], "name": fns[bf].name, "r2": float(r2s[bf, e]),
+                        "params": [float(t) for t in thetas[bf][e]], "merged": True, "chain_r2": float(chain_r2[e])}
+        report[k_out] = {**report[k_out], "name": identity.name, "r2": float(r2s[bf, e]),
+                         "params": [1.0, 0.0, 1.0, 0.0], "merged": True}
+    return snapped, report
+
+
+def _complexity(fns: Sequence[SymbolicFunction], net: KANNet, name: str) -> int:
+    for f in (*fns, *net.spec.functions):
+        if f.name == name:
+            return int(f.complexity)
+    raise ValueError(f"unknown function {name!r}")
 
 
 # ----------------------------------------------------------------------------- formulas
@@ -545,7 +684,11 @@ def symbolic_formula(
     """The SymPy expression of every output of a network whose alive edges are all symbolic.
 
     Node ``o`` of layer ``l + 1`` is :math:`\\sum_i c_{oi} f_{oi}(a_{oi} z_i + b_{oi}) + d_{oi}`
-    over the alive edges (``mask = 1``) of layer ``l``; pruned edges contribute nothing.
+    over the alive edges (``mask = 1``) of layer ``l``; pruned edges contribute nothing. The
+    constants are first put in their function's canonical form (``SymbolicFunction.canonical``,
+    e.g. ``a = 1`` for ``x^n``): training moves them along directions that leave the edge
+    unchanged (``c (a x)^2`` only depends on ``c a^2``), and rounding ``c`` and ``a`` separately
+    would then print ``1.0001*x2**2`` for ``1.000081*(0.999959*x2)**2``.
 
     Parameters
     ----------
@@ -590,8 +733,12 @@ def symbolic_formula(
             for i in range(in_f):
                 if not mask[o, i]:
                     continue
-                a, b, c, d = (sympy.Float(float(v), 17) for v in aff[o, i])
-                node = node + c * net.spec.functions[fn[o, i]].sympy(a * z[i] + b) + d
+                f = net.spec.functions[fn[o, i]]
+                theta = aff[o, i]
+                if getattr(f, "canonical", None) is not None:  # training drifts along the redundant directions
+                    theta = [float(v) for v in f.canonical(*(jnp.asarray(v, p["affine"].dtype) for v in theta))]
+                a, b, c, d = (sympy.Float(float(v), 17) for v in theta)
+                node = node + c * f.sympy(a * z[i] + b) + d
             new.append(node)
         z = new
     if digits is not None:

@@ -182,3 +182,84 @@ def test_round_floats_and_errors():
     _, _, net = _net((2, 1))
     with pytest.raises(ValueError, match=r"edge \(o=1, i=0\) out of range for layer 0 of shape \(out=1, in=2\)"):
         S.fix_symbolic(net, None, 0, 1, 0, "x", params=(1, 0, 1, 0))
+
+
+def _numeric_chain(h, g_of_x, grid_size=20, n=400):
+    """A numeric [1, 1, 1] KAN whose hidden node is a chain x -> h(x) -> g: both edges are cubic
+    splines (no base branch) fitted to h(x) and to the pairs (h(x), g_of_x(x)), so g(h(x)) ~ g_of_x(x)."""
+    from kan_jax import splines
+
+    model = KAN((1, 1, 1), grid_size=grid_size, param_dtype=jnp.float64)
+    net = I.from_linen(model, model.init(jax.random.PRNGKey(18), jnp.zeros((1, 1), jnp.float64)))
+    x = jnp.linspace(-1.0, 1.0, n)[:, None]
+    params, state = [dict(p) for p in net.params], [dict(s) for s in net.state]
+    z, values = x, (h(x), g_of_x(x))
+    for l in range(2):
+        grid = splines.adaptive_grid(z, grid_size, 3, grid_eps=1.0)
+        params[l]["base_weight"] = jnp.zeros_like(params[l]["base_weight"])
+        params[l]["spline_weight"] = splines.fit_spline_coefficients(z, values[l][:, :, None], grid, 3)
+        if "spline_scaler" in params[l]:
+            params[l]["spline_scaler"] = jnp.ones_like(params[l]["spline_scaler"])
+        state[l]["grid"] = grid
+        z = values[l]
+    return I.KANNet(params, state, net.spec), x
+
+
+def test_chain_nodes_finds_single_input_single_output_numeric_hidden_nodes():
+    _, _, net = _net((2, 4, 1), seed=19)
+    state = [dict(s) for s in net.state]
+    # node 0: only x1 in, one out -> chain; node 1: x1 and x2 in -> not; node 2: only x2 in but
+    # that edge snapped -> not; node 3: no input alive (pruned) -> not
+    state[0]["mask"] = jnp.asarray([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    state[0]["symbolic"] = state[0]["symbolic"].at[2, 1].set(1.0)
+    assert S.chain_nodes(I.KANNet(net.params, state, net.spec)) == [(0, 0, 0, 0)]
+    state[1]["mask"] = state[1]["mask"].at[0, 0].set(0.0)  # node 0's output pruned: no longer a chain
+    assert S.chain_nodes(I.KANNet(net.params, state, net.spec)) == []
+
+
+def test_auto_symbolic_merges_a_chain_whose_composite_is_a_library_function():
+    # h(x) = x^3 + x and g = sin(pi h^-1(u)) are not library functions; g o h = sin(pi x) is.
+    net, x = _numeric_chain(lambda x: x**3 + x, lambda x: jnp.sin(jnp.pi * x))
+    y = np.sin(np.pi * np.asarray(x))
+    assert np.max(np.abs(np.asarray(I.apply(net.params, net.state, x, net.spec)) - y)) < 5e-3  # the chain is built
+    separate, rep_sep = S.auto_symbolic(net, x, LIB, merge_chains=False)
+    assert [r["name"] for r in rep_sep][0] != "sin" and not any(r.get("merged") for r in rep_sep)
+    merged, rep = S.auto_symbolic(net, x, LIB)
+    assert [(r["layer"], r["name"], r.get("merged")) for r in rep] == [(0, "sin", True), (1, "x", True)]
+    assert rep[0]["r2"] > 1 - 1e-6 > rep[0]["chain_r2"]
+    a, b, c, d = rep[0]["params"]
+    np.testing.assert_allclose(_sin_canon(a, b, c, d), _sin_canon(math.pi, 0.0, 1.0, 0.0), atol=1e-2)
+    assert rep[1]["params"] == [1.0, 0.0, 1.0, 0.0]
+    err = lambda n: float(np.sqrt(np.mean((np.asarray(I.apply(n.params, n.state, x, n.spec)) - y) ** 2)))  # noqa: E731
+    assert err(merged) < 1e-3 < err(separate)
+    (formula,) = S.symbolic_formula(merged, digits=2)
+    assert {type(f).__name__ for f in formula.atoms(sympy.Function)} == {"sin"}
+
+
+def test_auto_symbolic_keeps_a_chain_of_two_library_functions():
+    # h = x^2 and g = exp are library functions: exp(x^2) is better snapped as the chain
+    net, x = _numeric_chain(lambda x: x**2, lambda x: jnp.exp(x**2))
+    snapped, rep = S.auto_symbolic(net, x, LIB)
+    assert [(r["name"], r.get("merged")) for r in rep] == [("x^2", None), ("exp", None)]
+
+
+@pytest.mark.parametrize("name", ["sin", "cos"])
+def test_sin_and_cos_fits_are_canonical(name):
+    # any (a, b) is reported as a > 0, |b| <= pi/2 (c's sign absorbs the half periods)
+    f = S.LIBRARY[name]
+    x = np.random.default_rng(20).uniform(-1, 1, 300)
+    for a, b, c in [(-3.0, 9.5, 1.5), (2.0, -7.0, -0.5), (2.5, 2.0, 1.0)]:
+        y = c * np.asarray(f.jax(jnp.asarray(a * x + b))) + 0.3
+        theta, r2 = S.fit_affine(x, y, name, library=LIB)
+        ta, tb, tc, td = (float(t) for t in theta)
+        assert float(r2) > 1 - 1e-12 and ta > 0 and abs(tb) <= math.pi / 2 + 1e-12
+        np.testing.assert_allclose(tc * np.asarray(f.jax(jnp.asarray(ta * x + tb))) + td, y, atol=1e-8)
+
+
+def test_formula_uses_canonical_constants_before_rounding():
+    # trained constants drift along directions that leave the edge unchanged: c (a x)^2 with
+    # c a^2 = 1, sin(u + 2 pi); the formula shows the edge, not the drift
+    _, _, net = _net((2, 1), seed=21)
+    net, _ = S.fix_symbolic(net, None, 0, 0, 0, "x^2", params=(0.999959, 1e-12, 1.0 / 0.999959**2, 0.0))
+    net, _ = S.fix_symbolic(net, None, 0, 0, 1, "sin", params=(-2.0, -2 * math.pi, -1.0, 0.0))
+    assert str(S.symbolic_formula(net, digits=4)[0]) == "x1**2 + sin(2*x2)"
