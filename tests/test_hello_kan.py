@@ -11,6 +11,7 @@ import sympy
 from experiments import hello_kan
 
 
+@pytest.mark.slow
 def test_quick_end_to_end_writes_figures_formula_and_resumes(tmp_path, capsys):
     out = tmp_path / "hello"
     # --tol 0 accepts no attempt, so both attempts run and the lower final train RMSE wins
