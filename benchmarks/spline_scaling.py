@@ -6,7 +6,9 @@ Measures, side by side in one process on this machine (issue #9):
   for G in ``--grid-sizes``, with the spline branch ``dense``, ``local`` and ``auto`` (what a
   layer picks by :func:`kan_jax.functional.choose_spline_strategy`); the time per step is
   taken inside a compiled ``lax.scan`` of ``--scan-steps`` steps (as in the study's epoch);
-  the compile time of the step and the time of ``model.init`` (eager, as a user calls it);
+  the compile time of the step and the time of ``model.init`` (eager, as a user calls it, the
+  first call in a fresh process: JAX's in-memory caches are cleared first, so it includes the
+  compilation of the init programs);
   optax's Adam update alone on the same parameters (the floor); and efficient-kan (PyTorch,
   CPU threads = cores) doing the same step, when ``--efficient-kan`` points at its ``src``
   folder (or it is importable);
@@ -63,6 +65,7 @@ def jax_step_timings(
     rng = np.random.default_rng(key)
     xs = jnp.asarray(rng.uniform(-1, 1, size=(scan_steps, batch, widths[0])).astype(np.float32))
     ys = jnp.asarray(rng.integers(0, widths[-1], size=(scan_steps, batch)).astype(np.int32))
+    jax.clear_caches()  # model.init as a user's first call: compiles its programs
     t = time.perf_counter()
     variables = model.init(jax.random.key(key), xs[0])
     jax.block_until_ready(variables)
