@@ -55,6 +55,7 @@ __all__ = [
     "KANLayerConfig",
     "SPLINE_STRATEGIES",
     "DENSE_MAX_BASES_PER_WINDOW",
+    "UNROLLED_MAX_BASES_AUTO",
     "choose_spline_strategy",
     "kaiming_uniform",
     "init_spline_weight",
@@ -71,7 +72,7 @@ Params = Mapping[str, jax.Array]
 Dtype = Any
 
 #: Formulations of the spline branch; ``"auto"`` chooses by :func:`choose_spline_strategy`.
-SPLINE_STRATEGIES = ("auto", "dense", "local")
+SPLINE_STRATEGIES = ("auto", "unrolled", "dense", "local")
 
 #: Cost rule of ``"auto"``: the dense product is used while ``n = G + k`` is at most this
 #: many times the ``k + 1`` non-zero bases per input (backend name -> factor). The CPU value
@@ -81,6 +82,15 @@ SPLINE_STRATEGIES = ("auto", "dense", "local")
 #: not measured yet (gathers are cheap there, so the crossover is expected lower); other
 #: backends use the CPU value.
 DENSE_MAX_BASES_PER_WINDOW: dict[str, float] = {"cpu": 32.0, "gpu": 16.0, "tpu": 16.0}
+
+#: Cost rule of ``"auto"`` for small grids: the dense product on bases computed by the recursion
+#: unrolled over the bases (:func:`kan_jax.splines.unrolled_bases`) while ``n = G + k`` is at
+#: most this (backend name -> bases; 0: never). The CPU value is from
+#: ``benchmarks/epoch_strategies.py`` on a 2-core CPU ([784, 64, 10], batch 64, k = 3): a
+#: training epoch 1.64× faster than dense at G = 5 and 1.6× at G = 10, 1.3× at G = 20 but
+#: compiling in 4.4 s there (6 s at G = 30, slower than dense from G = 45), so the cap keeps
+#: compilation near 2.5 s; the GPU/TPU values are not measured yet.
+UNROLLED_MAX_BASES_AUTO: dict[str, int] = {"cpu": 16, "gpu": 0, "tpu": 0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +117,8 @@ class KANLayerConfig:
     grid_range:
         ``(lo, hi)`` of the initial grid, ``hi > lo``.
     spline_strategy:
-        ``"auto"`` (by :func:`choose_spline_strategy`), ``"dense"`` or ``"local"``.
+        ``"auto"`` (by :func:`choose_spline_strategy`), ``"unrolled"`` (small grids only),
+        ``"dense"`` or ``"local"``.
     dtype:
         Computation dtype (``None``: promotion of the input and parameter dtypes).
     param_dtype:
@@ -165,11 +176,14 @@ class KANLayerConfig:
 
 
 def choose_spline_strategy(n_bases: int, spline_order: int, backend: Optional[str] = None) -> str:
-    """The cheaper exact formulation of the spline branch: ``"dense"`` or ``"local"``.
+    """The cheaper exact formulation of the spline branch: ``"unrolled"``, ``"dense"`` or ``"local"``.
 
     ``"dense"`` multiplies all ``n`` bases per input, ``"local"`` gathers the ``k + 1`` that are
     non-zero; the dense product wins while ``n <= c · (k + 1)``, with ``c`` the backend's
-    entry of :data:`DENSE_MAX_BASES_PER_WINDOW` (the measured crossover).
+    entry of :data:`DENSE_MAX_BASES_PER_WINDOW` (the measured crossover). For small grids,
+    ``n <=`` the backend's entry of :data:`UNROLLED_MAX_BASES_AUTO`, the dense product takes
+    its bases from :func:`kan_jax.splines.unrolled_bases` (``"unrolled"``), whose program grows
+    with ``n`` but stays small there.
 
     Parameters
     ----------
@@ -181,6 +195,8 @@ def choose_spline_strategy(n_bases: int, spline_order: int, backend: Optional[st
         ``"cpu"``, ``"gpu"``, ``"tpu"``; by default ``jax.default_backend()``.
     """
     backend = jax.default_backend() if backend is None else backend
+    if n_bases <= UNROLLED_MAX_BASES_AUTO.get(backend, UNROLLED_MAX_BASES_AUTO["cpu"]):
+        return "unrolled"
     factor = DENSE_MAX_BASES_PER_WINDOW.get(backend, DENSE_MAX_BASES_PER_WINDOW["cpu"])
     return "dense" if n_bases <= factor * (spline_order + 1) else "local"
 
@@ -387,8 +403,8 @@ def spline_branch(params: Params, grid: jax.Array, x: jax.Array, strategy: str =
     x:
         Inputs, shape ``(B, in)``, in the computation dtype.
     strategy:
-        ``"dense"``, ``"local"`` or ``"auto"`` (:func:`choose_spline_strategy`); all give the
-        same values and gradients up to rounding.
+        ``"unrolled"``, ``"dense"``, ``"local"`` or ``"auto"`` (:func:`choose_spline_strategy`);
+        all give the same values and gradients up to rounding.
 
     Returns
     -------
@@ -400,10 +416,11 @@ def spline_branch(params: Params, grid: jax.Array, x: jax.Array, strategy: str =
     out_features, in_features, n = w.shape
     if strategy == "auto":
         strategy = choose_spline_strategy(n, k)
-    if strategy == "dense":
+    if strategy in ("dense", "unrolled"):
         w_scaled = scaled_spline_weight({**params, "spline_weight": w}).astype(x.dtype)
+        bases_fn = splines.b_spline_bases if strategy == "dense" else splines.unrolled_bases
         # (B, in * n) @ (in * n, out) in the parameters' own (in, n) order: no transposes.
-        bases = splines.b_spline_bases(x, grid.astype(x.dtype), k).reshape(x.shape[0], -1)
+        bases = bases_fn(x, grid.astype(x.dtype), k).reshape(x.shape[0], -1)
         return jnp.dot(bases, w_scaled.reshape(out_features, -1).T)
     if strategy != "local":
         raise ValueError(f"strategy must be one of {SPLINE_STRATEGIES}, got {strategy!r}")

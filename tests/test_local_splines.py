@@ -89,6 +89,9 @@ def test_local_bases_equal_scalar_cox_de_boor(k):
         # The dense bases built from the local values agree too.
         dense = np.asarray(splines.b_spline_bases(jnp.asarray(x), jnp.asarray(grid), k))
         np.testing.assert_allclose(dense, want, rtol=0, atol=1e-12, err_msg=name)
+        # So do the bases of the recursion unrolled over the bases (small grids).
+        unrolled = np.asarray(splines.unrolled_bases(jnp.asarray(x), jnp.asarray(grid), k))
+        np.testing.assert_allclose(unrolled, want, rtol=0, atol=1e-12, err_msg=name)
 
 
 def test_find_intervals_matches_numpy_searchsorted():
@@ -152,7 +155,7 @@ def test_strategies_agree_with_reference_values_and_gradients(k, scaler):
     params, grid = layer_params(jax.random.key(k), 5, 4, 7, k, scaler)
     x = jax.random.uniform(jax.random.key(9), (33, 5), jnp.float64, -1.6, 1.6)  # some outside the grid
     want = numpy_spline_branch(params, grid, x, k)
-    for strategy in ("dense", "local"):
+    for strategy in ("unrolled", "dense", "local"):
         got = np.asarray(F.spline_branch(params, grid, x, strategy))
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=strategy)
 
@@ -161,8 +164,10 @@ def test_strategies_agree_with_reference_values_and_gradients(k, scaler):
 
     g_dense = jax.grad(loss, argnums=(0, 1))(params, x, "dense")
     g_local = jax.grad(loss, argnums=(0, 1))(params, x, "local")
-    for a, b in zip(jax.tree.leaves(g_dense), jax.tree.leaves(g_local)):
+    g_unrolled = jax.grad(loss, argnums=(0, 1))(params, x, "unrolled")
+    for a, b, c in zip(jax.tree.leaves(g_dense), jax.tree.leaves(g_local), jax.tree.leaves(g_unrolled)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(c), np.asarray(a), rtol=1e-10, atol=1e-12)
     # Coefficient gradient against the hand derivation: d/dW_oij sum_b g_bo s_oi B_j(x_bi).
     y = numpy_spline_branch(params, grid, x, k)
     bases = oracle_bases(np.asarray(x), np.asarray(grid), k)
@@ -181,27 +186,35 @@ def test_gather_gradient_sums_samples_in_the_same_interval():
     assert len(np.unique(np.asarray(splines.find_intervals(x, grid)))) == 1
     bases = oracle_bases(np.asarray(x), np.asarray(grid), k)
     want = np.einsum("bij,oi->oij", bases, np.asarray(params["spline_scaler"]))
-    for strategy in ("local", "dense"):
+    for strategy in ("local", "dense", "unrolled"):
         g = jax.grad(lambda p: jnp.sum(F.spline_branch(p, grid, x, strategy)))(params)["spline_weight"]
         np.testing.assert_allclose(np.asarray(g), want, rtol=1e-12, atol=1e-12, err_msg=strategy)
         assert np.count_nonzero(np.asarray(g)[0, 0]) == k + 1
 
 
 def test_layer_strategy_field_and_auto_rule():
-    assert F.choose_spline_strategy(8, 3, "cpu") == "dense"
+    small = F.UNROLLED_MAX_BASES_AUTO["cpu"]
+    assert F.choose_spline_strategy(8, 3, "cpu") == "unrolled" and F.choose_spline_strategy(small, 3, "cpu") == "unrolled"
+    assert F.choose_spline_strategy(small + 1, 3, "cpu") == "dense"
+    assert F.choose_spline_strategy(8, 3, "gpu") == "dense"  # not measured there: never unrolled
     factor = F.DENSE_MAX_BASES_PER_WINDOW["cpu"]
     assert F.choose_spline_strategy(int(factor * 4), 3, "cpu") == "dense"
     assert F.choose_spline_strategy(int(factor * 4) + 1, 3, "cpu") == "local"
     x = jax.random.uniform(jax.random.key(0), (16, 4), jnp.float32, -1, 1)
     outs, gathers = {}, {}
-    for strategy in ("dense", "local", "auto"):
+    for strategy in ("unrolled", "dense", "local", "auto"):
         model = KAN([4, 3, 2], grid_size=5, spline_strategy=strategy)
         variables = model.init(jax.random.key(1), x)
         gathers[strategy] = str(jax.make_jaxpr(model.apply)(variables, x)).count("gather[")
         outs[strategy] = model.apply(variables, x)
-    # The local branch gathers coefficient windows (one more gather per layer); auto is dense at G = 5.
-    assert gathers["local"] >= gathers["dense"] + 2 and gathers["auto"] == gathers["dense"]
+    # The local branch gathers coefficient windows (one more gather per layer); the unrolled
+    # recursion gathers nothing; auto is what the backend's rule picks at G = 5.
+    assert gathers["local"] >= gathers["dense"] + 2 and gathers["unrolled"] == 0
+    assert gathers["auto"] == gathers[F.choose_spline_strategy(5 + 3, 3)]
     np.testing.assert_allclose(np.asarray(outs["local"]), np.asarray(outs["dense"]), rtol=0, atol=2e-6)
+    np.testing.assert_allclose(np.asarray(outs["unrolled"]), np.asarray(outs["dense"]), rtol=0, atol=2e-6)
+    with pytest.raises(ValueError, match="UNROLLED_MAX_BASES"):  # its program grows with G
+        splines.unrolled_bases(x, splines.uniform_grid(splines.UNROLLED_MAX_BASES, 3, in_features=4), 3)
     with pytest.raises(ValueError, match="spline_strategy"):
         KANLinear(3, spline_strategy="sparse")
     with pytest.raises(ValueError, match="spline_strategy"):
