@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from benchmarks.mnist_study import machine_name
+from benchmarks.spline_scaling import best_of
 from kan_jax import KAN
 from kan_jax.train import init_train_state, train_epoch
 
@@ -36,12 +37,7 @@ def epoch_timing(grid_size: int, strategy: str, x: jax.Array, y: jax.Array, repe
     compiled = run.lower(state, jax.random.key(1), x, y).compile()
     compile_s = time.perf_counter() - t
     jax.block_until_ready(compiled(state, jax.random.key(1), x, y))
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(compiled(state, jax.random.key(1), x, y))
-        best = min(best, time.perf_counter() - t)
-    return compile_s, best
+    return compile_s, best_of(lambda: jax.block_until_ready(compiled(state, jax.random.key(1), x, y)), repeats)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -89,15 +89,7 @@ def load_params(path: str | os.PathLike, target: PyTree | None = None) -> PyTree
         not match ``target``; the message names the path.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no parameter checkpoint at {path}") from None
-    try:
-        state = serialization.msgpack_restore(data)
-    except Exception as err:  # msgpack raises several unrelated exception types
-        raise CheckpointError(f"{path} is not a readable msgpack parameter checkpoint "
-                              f"(corrupt or truncated?): {type(err).__name__}: {err}") from err
+    state = _read_msgpack(path, "parameter")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a parameter checkpoint: it decodes to a "
                               f"{type(state).__name__}, not a dict")
@@ -105,12 +97,7 @@ def load_params(path: str | os.PathLike, target: PyTree | None = None) -> PyTree
         if "params" not in state:
             raise CheckpointError(f"{path}: checkpoint header without parameters")
         state = state["params"]
-    if target is None:
-        return state
-    try:
-        return serialization.from_state_dict(target, state)
-    except Exception as err:
-        raise CheckpointError(f"{path} does not match the target structure: {err}") from err
+    return state if target is None else _restore_into(target, state, path)
 
 
 def save_checkpoint(path: str | os.PathLike, tree: PyTree, metadata: dict[str, Any]) -> Path:
@@ -157,19 +144,28 @@ def load_checkpoint(path: str | os.PathLike, target: PyTree) -> tuple[PyTree, di
         If the file is not a training-state checkpoint or does not match ``target``.
     """
     path = Path(path)
+    state = _read_msgpack(path, "training-state")
+    if not isinstance(state, dict) or state.get("format") != _FORMAT_STATE:
+        raise CheckpointError(f"{path} is not a training-state checkpoint (expected format {_FORMAT_STATE!r})")
+    return _restore_into(target, state["tree"], path), json.loads(state["metadata"])
+
+
+def _read_msgpack(path: Path, kind: str) -> Any:
+    """The decoded msgpack content of ``path``; errors name the file and the ``kind`` of checkpoint."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise FileNotFoundError(f"no training-state checkpoint at {path}") from None
+        raise FileNotFoundError(f"no {kind} checkpoint at {path}") from None
     try:
-        state = serialization.msgpack_restore(data)
-    except Exception as err:
-        raise CheckpointError(f"{path} is not a readable msgpack checkpoint (corrupt or truncated?): "
-                              f"{type(err).__name__}: {err}") from err
-    if not isinstance(state, dict) or state.get("format") != _FORMAT_STATE:
-        raise CheckpointError(f"{path} is not a training-state checkpoint (expected format {_FORMAT_STATE!r})")
+        return serialization.msgpack_restore(data)
+    except Exception as err:  # msgpack raises several unrelated exception types
+        raise CheckpointError(f"{path} is not a readable msgpack {kind} checkpoint "
+                              f"(corrupt or truncated?): {type(err).__name__}: {err}") from err
+
+
+def _restore_into(target: PyTree, state: Any, path: Path) -> PyTree:
+    """``state`` in the structure of ``target``; a mismatch is a :class:`CheckpointError` naming ``path``."""
     try:
-        tree = serialization.from_state_dict(target, state["tree"])
+        return serialization.from_state_dict(target, state)
     except Exception as err:
         raise CheckpointError(f"{path} does not match the target structure: {err}") from err
-    return tree, json.loads(state["metadata"])

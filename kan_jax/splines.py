@@ -292,8 +292,8 @@ def b_spline_bases(x: jax.Array, grid: jax.Array, spline_order: int) -> jax.Arra
         Shape ``(..., in, M - k - 1)``, dtype of ``x``.
     """
     n = num_bases(grid, spline_order)
-    if n < spline_order + 1:  # fewer bases than a window (never in a KAN layer): whole-row recursion
-        return _bases_by_recursion(x, _knot_rows(grid, x, spline_order), spline_order)
+    if n < spline_order + 1:  # fewer bases than a window (never in a KAN layer): the plain recursion
+        return _per_basis_recursion(x, _knot_rows(grid, x, spline_order), int(spline_order))
     start, values = local_bases(x, grid, spline_order)
     return dense_from_local(start, values, n)
 
@@ -336,6 +336,11 @@ def unrolled_bases(x: jax.Array, grid: jax.Array, spline_order: int) -> jax.Arra
             f"unrolled_bases is for at most UNROLLED_MAX_BASES = {UNROLLED_MAX_BASES} bases per input "
             f"(its program grows with their number), got {n}; use b_spline_bases"
         )
+    return _per_basis_recursion(x, g, k)
+
+
+def _per_basis_recursion(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
+    # Cox-de Boor with one (..., in) array per basis and level, on (in, M) knot rows g.
     # Far-away (even infinite) inputs are moved to just outside the extended grid, where every
     # basis is 0, so that 0 * inf never gives NaN (the gradient there is 0 either way).
     x = jnp.clip(x, g[:, 0] - 1, g[:, -1] + 1)
@@ -453,16 +458,3 @@ def validate_grid_args(grid_size: int, spline_order: int, grid_range: tuple[floa
         raise ValueError(f"spline_order must be an integer >= 0, got {spline_order!r}")
     if len(grid_range) != 2 or not float(grid_range[1]) > float(grid_range[0]):
         raise ValueError(f"grid_range must be (lo, hi) with hi > lo, got {tuple(grid_range)!r}")
-
-
-def _bases_by_recursion(x: jax.Array, g: jax.Array, spline_order: int) -> jax.Array:
-    # Whole-row Cox-de Boor for grids with fewer than k + 1 bases (M < 2k + 2), which KAN
-    # layers never have (grid_size >= 1 gives G + k >= k + 1 bases).
-    x = jnp.clip(x, g[..., 0] - 1, g[..., -1] + 1)
-    xs = x[..., None]
-    bases = ((xs >= g[..., :-1]) & (xs < g[..., 1:])).astype(x.dtype)
-    for p in range(1, spline_order + 1):
-        left = safe_divide(xs - g[..., : -(p + 1)], g[..., p:-1] - g[..., : -(p + 1)]) * bases[..., :-1]
-        right = safe_divide(g[..., p + 1 :] - xs, g[..., p + 1 :] - g[..., 1:-p]) * bases[..., 1:]
-        bases = left + right
-    return bases

@@ -476,6 +476,19 @@ def fix_symbolic(
     return _set_edges(net, l, [(o, i)], [idx], theta[None]), r2
 
 
+def _fit_library(
+    xe: jax.Array, ye: jax.Array, fns: Sequence[SymbolicFunction], **fit_kwargs: Any
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """:func:`fit_affine` of every library function to the ``E`` curves ``ye`` over ``xe`` (both
+    ``(E, B)``): the per-function ``(E, 4)`` constants and the R^2 as ``(F, E)``."""
+    thetas, r2s = [], []
+    for f in fns:
+        th, r2 = fit_affine(xe, ye, f, library=fns, **fit_kwargs)
+        thetas.append(np.asarray(th))
+        r2s.append(np.asarray(r2))
+    return thetas, np.stack(r2s)
+
+
 def auto_symbolic(
     net: KANNet,
     x: jax.Array,
@@ -515,12 +528,7 @@ def auto_symbolic(
         o, i = todo[:, 0], todo[:, 1]
         xe = jnp.asarray(inputs[l]).T[i]  # (E, B)
         ye = jnp.moveaxis(acts[l], 0, -1)[o, i]  # (E, B)
-        thetas, r2s = [], []
-        for f in fns:
-            th, r2 = fit_affine(xe, ye, f, library=fns, **fit_kwargs)
-            thetas.append(np.asarray(th))
-            r2s.append(np.asarray(r2))
-        r2s = np.stack(r2s)  # (F, E)
+        thetas, r2s = _fit_library(xe, ye, fns, **fit_kwargs)
         comp = np.array([f.complexity for f in fns], float)[:, None]
         best = np.argmin(_selection_score(r2s, comp, weight_simple), axis=0)
         idxs, chosen = [], []
@@ -603,12 +611,7 @@ def merge_chain_nodes(
     sst = np.asarray(jnp.sum((ye - jnp.mean(ye, axis=1, keepdims=True)) ** 2, axis=1))
     sse = np.asarray(jnp.sum((ce - ye) ** 2, axis=1))
     chain_r2 = np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0), np.where(sse == 0, 1.0, 0.0))
-    thetas, r2s = [], []
-    for f in fns:
-        th, r2 = fit_affine(xe, ye, f, library=fns, **fit_kwargs)
-        thetas.append(np.asarray(th))
-        r2s.append(np.asarray(r2))
-    r2s = np.stack(r2s)  # (F, chains)
+    thetas, r2s = _fit_library(xe, ye, fns, **fit_kwargs)
     identity = next((f for f in fns if f.name == "x"), LIBRARY["x"])
     comp = np.array([f.complexity for f in fns], float)[:, None] + identity.complexity
     merged_scores = _selection_score(r2s, comp, weight_simple)
