@@ -92,6 +92,22 @@ def test_local_bases_equal_scalar_cox_de_boor(k):
         # So do the bases of the recursion unrolled over the bases (small grids).
         unrolled = np.asarray(splines.unrolled_bases(jnp.asarray(x), jnp.asarray(grid), k))
         np.testing.assert_allclose(unrolled, want, rtol=0, atol=1e-12, err_msg=name)
+        # And the flat (B, in * n) matrix of the dense product, written by one scatter.
+        flat = np.asarray(splines.basis_matrix(jnp.asarray(x), jnp.asarray(grid), k))
+        np.testing.assert_allclose(flat, want.reshape(x.shape[0], -1), rtol=0, atol=1e-12, err_msg=name)
+
+
+def test_basis_matrix_gradient_and_shape_errors():
+    # d/dx of sum(c * basis_matrix(x)) (the dense branch of a hidden layer) against the 3-D bases.
+    k = 3
+    grid = jnp.asarray(grids_for(k, np.random.default_rng(6))["random"])
+    x = jnp.asarray(np.random.default_rng(7).uniform(-1.0, 1.0, size=(9, 2)))
+    c = jnp.asarray(np.random.default_rng(8).normal(size=(2, grid.shape[1] - k - 1)))
+    g_flat = jax.grad(lambda v: jnp.sum(splines.basis_matrix(v, grid, k) * c.reshape(-1)))(x)
+    g_dense = jax.grad(lambda v: jnp.sum(splines.b_spline_bases(v, grid, k) * c))(x)
+    np.testing.assert_allclose(np.asarray(g_flat), np.asarray(g_dense), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"shape \(B, in\), got \(2, 9, 2\)"):
+        splines.basis_matrix(jnp.stack([x, x]), grid, k)
 
 
 def test_find_intervals_matches_numpy_searchsorted():
@@ -265,6 +281,27 @@ def test_init_matches_numpy_min_norm_fit_of_the_noise():
     a = np.array([[cox_de_boor(t, knots, j, k) for j in range(G + k)] for t in interior])
     want = np.stack([np.linalg.lstsq(a, noise[:, i, :], rcond=None)[0] for i in range(in_f)], axis=1)  # (n, in, out)
     np.testing.assert_allclose(w, 2.0 * np.transpose(want, (2, 1, 0)), rtol=1e-9, atol=1e-13)
+    # The same fit with the row traced (the pseudo-inverse then computed inside the program).
+    traced = jax.jit(lambda r: F.init_spline_weight(key, r, in_f, out_f, k, 0.1, 2.0, jnp.float64))(row)
+    np.testing.assert_allclose(np.asarray(traced), w, rtol=1e-9, atol=1e-13)
+    # A concrete non-uniform row with a repeated knot (host pseudo-inverse of a rank-deficient matrix).
+    knots = np.sort(np.random.default_rng(1).uniform(-1, 2, G + 2 * k + 1))
+    knots[5] = knots[4]
+    w = np.asarray(F.init_spline_weight(key, jnp.asarray(knots), in_f, out_f, k, 0.1, 1.0, jnp.float64))
+    a = np.array([[cox_de_boor(t, knots, j, k) for j in range(G + k)] for t in knots[k : G + k + 1]])
+    want = np.stack([np.linalg.lstsq(a, noise[:, i, :], rcond=None)[0] for i in range(in_f)], axis=1)
+    np.testing.assert_allclose(w, np.transpose(want, (2, 1, 0)), rtol=1e-8, atol=1e-12)
+
+
+def test_init_layer_draws_are_jax_random_uniform():
+    # base_weight and spline_scaler: Kaiming-uniform draws from the first and third key.
+    key, in_f, out_f = jax.random.key(9), 5, 3
+    params, _ = F.init_layer(key, in_f, out_f, F.KANLayerConfig(scale_base=2.0, scale_spline=0.5))
+    k_base, _, k_scaler = jax.random.split(key, 3)
+    for name, k_, scale in (("base_weight", k_base, 2.0), ("spline_scaler", k_scaler, 0.5)):
+        bound = math.sqrt(6.0 / ((1.0 + 5.0 * scale**2) * in_f))
+        want = jax.random.uniform(k_, (out_f, in_f), jnp.float32, -bound, bound)
+        np.testing.assert_allclose(np.asarray(params[name]), np.asarray(want), rtol=1e-6, err_msg=name)
 
 
 def test_one_configuration_for_both_fronts():
