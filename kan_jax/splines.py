@@ -7,7 +7,8 @@ eagerly and inline into the caller's program under ``jit``). Only ``k + 1`` base
 any point: :func:`local_bases` computes those from the knots around the point's interval, so
 the work per input value and the size of every compiled program are independent of the grid
 size; :func:`b_spline_bases` places them into the full basis array where a dense matrix is
-wanted (least-squares fits, small grids). Shapes use
+wanted (least-squares fits, small grids) and :func:`basis_matrix` straight into the flat
+``(B, in · n)`` matrix of a layer's dense product. Shapes use
 
 * ``B`` samples, ``in`` input features, ``out`` output features,
 * ``G`` grid intervals, ``k`` spline order (degree), ``n = G + k`` bases per input,
