@@ -9,8 +9,9 @@ Representation of a network being read (the "symbolic KAN")
 A network is a :class:`KANNet` ``(params, state, spec)``:
 
 ``params`` (trainable, a list with one dict per layer)
-    the efficient-kan layer parameters ``base_weight (out, in)``, ``spline_weight
-    (out, in, G + k)``, optional ``spline_scaler (out, in)``, plus ``affine (out, in, 4)``:
+    the layer parameters of :mod:`kan_jax.functional`: ``base_weight (out, in)``,
+    ``spline_weight (in, G + k, out)``, optional ``spline_scaler (out, in)``, plus ``affine
+    (out, in, 4)``:
     the parameters ``(a, b, c, d)`` of the symbolic form ``c f(a x + b) + d`` of every edge
     (used only by snapped edges, so snapped edges stay trainable).
 ``state`` (not trainable, a list with one dict per layer)
@@ -25,7 +26,7 @@ The edge function is
 
 .. math::
     \\phi_{o,i}(x) = m_{oi}\\Big[(1 - s_{oi})\\big(w^b_{oi}\\, b(x) + \\sum_j B_j(x)\\,
-    \\tilde w_{oij}\\big) + s_{oi}\\big(c_{oi} f_{oi}(a_{oi} x + b_{oi}) + d_{oi}\\big)\\Big],
+    \\tilde w_{ijo}\\big) + s_{oi}\\big(c_{oi} f_{oi}(a_{oi} x + b_{oi}) + d_{oi}\\big)\\Big],
 
 ``b`` the base activation (SiLU), :math:`\\tilde w` the scaled spline weight. With ``m = 1``
 and ``s = 0`` everywhere, :func:`apply` equals the Linen/NNX model's forward pass.
@@ -127,8 +128,8 @@ def from_params(
     Parameters
     ----------
     layer_params:
-        One efficient-kan parameter dict per layer (``base_weight (out, in)``,
-        ``spline_weight (out, in, G + k)``, optional ``spline_scaler (out, in)``).
+        One layer parameter dict per layer, as in :mod:`kan_jax.functional` (``base_weight
+        (out, in)``, ``spline_weight (in, G + k, out)``, optional ``spline_scaler (out, in)``).
     grids:
         One knot grid ``(in, G + 2k + 1)`` per layer.
     base_activation:
@@ -149,12 +150,12 @@ def from_params(
         sw = jnp.asarray(p["spline_weight"])
         g = jnp.asarray(g)
         out_f, in_f = bw.shape
-        if sw.shape[:2] != (out_f, in_f) or g.shape[0] != in_f:
+        if sw.ndim != 3 or (sw.shape[0], sw.shape[2]) != (in_f, out_f) or g.ndim != 2 or g.shape[0] != in_f:
             raise ValueError(
-                f"layer {idx}: expected spline_weight (out={out_f}, in={in_f}, n) and grid (in={in_f}, M), "
+                f"layer {idx}: expected spline_weight (in={in_f}, n, out={out_f}) and grid (in={in_f}, M), "
                 f"got {tuple(sw.shape)} and {tuple(g.shape)}"
             )
-        k = g.shape[-1] - sw.shape[-1] - 1
+        k = g.shape[-1] - sw.shape[1] - 1
         if order is None:
             order = k
         elif k != order:
@@ -256,7 +257,7 @@ def to_linen(net: KANNet, **kan_kwargs: Any) -> tuple[Any, dict[str, Any]]:
     p_out, g_out = {}, {}
     for l, (p, s) in enumerate(zip(net.params, net.state)):
         m = s["mask"]
-        lp = {"base_weight": p["base_weight"] * m, "spline_weight": p["spline_weight"] * m[..., None]}
+        lp = {"base_weight": p["base_weight"] * m, "spline_weight": p["spline_weight"] * m.T[:, None, :]}
         if "spline_scaler" in p:
             lp["spline_scaler"] = p["spline_scaler"]
         p_out[f"layers_{l}"] = lp
@@ -280,7 +281,7 @@ def to_linen(net: KANNet, **kan_kwargs: Any) -> tuple[Any, dict[str, Any]]:
 
 def _numeric_edges(lp: LayerParams, grid: jax.Array, x: jax.Array, spec: KANSpec) -> jax.Array:
     bases = splines.b_spline_bases(x, grid, spec.spline_order)  # (B, in, n)
-    spline = jnp.einsum("bij,oij->boi", bases, functional.scaled_spline_weight(lp).astype(x.dtype))
+    spline = jnp.einsum("bij,ijo->boi", bases, functional.scaled_spline_weight(lp).astype(x.dtype))
     base = spec.base_activation(x)[:, None, :] * lp["base_weight"].astype(x.dtype)[None]
     return base + spline
 
@@ -425,8 +426,8 @@ def activation_regularizer(
         total = total + lamb_l1 * s - lamb_entropy * jnp.sum(plogp)
         if params is not None:
             w = params[l]["spline_weight"]
-            total = total + lamb_coef * jnp.sum(jnp.mean(jnp.abs(w), -1))
-            total = total + lamb_coefdiff * jnp.sum(jnp.mean(jnp.abs(jnp.diff(w, axis=-1)), -1))
+            total = total + lamb_coef * jnp.sum(jnp.mean(jnp.abs(w), 1))  # w: (in, n, out)
+            total = total + lamb_coefdiff * jnp.sum(jnp.mean(jnp.abs(jnp.diff(w, axis=1)), 1))
     return total
 
 
@@ -474,7 +475,8 @@ def _kept_nodes(acts: Sequence[jax.Array], threshold: float) -> list[np.ndarray]
 
 def _slice_layer(lp: LayerParams, ls: LayerState, rows: np.ndarray, cols: np.ndarray):
     r, c = np.flatnonzero(rows), np.flatnonzero(cols)
-    new_p = {k: v[r][:, c] for k, v in lp.items()}
+    # Edge tensors are (out, in, ...), except spline_weight (in, n, out).
+    new_p = {k: (v[c][..., r] if k == "spline_weight" else v[r][:, c]) for k, v in lp.items()}
     new_s = {k: (v[c] if k == "grid" else v[r][:, c]) for k, v in ls.items()}
     return new_p, new_s
 
@@ -557,12 +559,12 @@ def _refit_layer(lp, grid, x, spline_order, grid_eps, margin):
     w = functional.scaled_spline_weight(lp)
     fit_dtype = jnp.promote_types(w.dtype, jnp.float32)
     x = x.astype(fit_dtype)
-    y = jnp.einsum("bij,oij->bio", splines.b_spline_bases(x, grid.astype(fit_dtype), k), w.astype(fit_dtype))
+    y = jnp.einsum("bij,ijo->bio", splines.b_spline_bases(x, grid.astype(fit_dtype), k), w.astype(fit_dtype))
     new_grid = splines.adaptive_grid(x, grid.shape[-1] - 2 * k - 1, k, grid_eps, margin)
     fitted = splines.fit_spline_coefficients(x, y, new_grid, k)
     scaler = lp.get("spline_scaler")
     if scaler is not None:
-        s = scaler[..., None].astype(fit_dtype)
+        s = jnp.transpose(scaler)[:, None, :].astype(fit_dtype)
         fitted = jnp.where(s == 0, 0.0, fitted / jnp.where(s == 0, 1.0, s))
     return fitted.astype(lp["spline_weight"].dtype), new_grid.astype(grid.dtype)
 

@@ -2,7 +2,7 @@
 
 Variables of a KAN layer live in two collections::
 
-    {"params": {"base_weight": (out, in), "spline_weight": (out, in, G + k),
+    {"params": {"base_weight": (out, in), "spline_weight": (in, G + k, out),
                 "spline_scaler": (out, in)},
      "grid":   {"grid": (in, G + 2k + 1)}}
 
@@ -96,8 +96,9 @@ def _config_of(module: Any) -> F.KANLayerConfig:
 class KANLinear(_KANLayerFields):
     """A Kolmogorov-Arnold layer: SiLU base branch plus learnable B-spline edges.
 
-    ``y = base_activation(x) @ base_weight.T + B(x) @ (spline_weight * spline_scaler).T``,
-    with ``B(x)`` the order-``k`` B-spline bases of every input on its knot grid
+    ``y = base_activation(x) @ base_weight.T + B(x) @ (spline_weight * spline_scaler.T)``,
+    with ``B(x)`` the ``(B, in·n)`` order-``k`` B-spline bases of every input on its knot grid,
+    ``spline_weight`` of shape ``(in, n, out)`` read as ``(in·n, out)``
     (:mod:`kan_jax.functional` gives the maths and :mod:`kan_jax.splines` the bases).
     Initialisation follows efficient-kan: ``base_weight`` and ``spline_scaler`` are
     Kaiming-uniform with ``a = sqrt(5) * scale``, ``spline_weight`` a least-squares fit of
@@ -181,11 +182,18 @@ class KANLinear(_KANLayerFields):
             return jnp.zeros_like(existing)
 
         params = {name: self.param(name, existing_or_fresh, name) for name in names}
-        expected_knots = params["spline_weight"].shape[-1] + self.spline_order + 1
+        spline_shape = tuple(params["spline_weight"].shape)
+        if len(spline_shape) != 3 or (spline_shape[0], spline_shape[2]) != (in_features, self.features):
+            raise ValueError(
+                f"KANLinear {self.name!r}: spline_weight must have shape (in={in_features}, n, "
+                f"out={self.features}), got {spline_shape} (efficient-kan's (out, in, n) layout "
+                "converts with jnp.transpose(w, (1, 2, 0)), or use from_efficient_kan)"
+            )
+        expected_knots = spline_shape[1] + self.spline_order + 1
         if grid.shape[-1] != expected_knots:
             raise ValueError(
                 f"grid with {grid.shape[-1]} knots per input does not match spline_weight with "
-                f"{params['spline_weight'].shape[-1]} bases of order {self.spline_order} "
+                f"{spline_shape[1]} bases of order {self.spline_order} "
                 f"(expected {expected_knots} knots)"
             )
 
@@ -286,7 +294,7 @@ class KAN(_KANLayerFields):
         variables = from_efficient_kan(state_dict)
         params = variables["params"]
         first = params["layers_0"]
-        n_bases = first["spline_weight"].shape[-1]
+        n_bases = first["spline_weight"].shape[1]
         grid0 = np.asarray(variables["grid"]["layers_0"]["grid"])
         k = splines.spline_order_of(grid0, n_bases)
         widths = [first["base_weight"].shape[1]] + [params[f"layers_{i}"]["base_weight"].shape[0] for i in range(len(params))]
@@ -364,7 +372,7 @@ def refine(
     """Grid extension (pykan's ``refine``): every KAN layer gets a ``grid_size``-interval grid.
 
     As :func:`update_grid`, but the new grids have ``grid_size`` intervals and ``spline_weight``
-    changes shape to ``(out, in, grid_size + k)``; the function is kept on the samples up to
+    changes shape to ``(in, grid_size + k, out)``; the function is kept on the samples up to
     the least-squares residual (exactly when refining a uniform grid by an integer factor with
     ``grid_eps=1``). The same ``model`` applies to the new variables (layers read their grid
     size from the variables). Since a parameter changes shape, continue training with
@@ -439,6 +447,8 @@ def from_efficient_kan(state_dict: Mapping[str, Any], dtype: Dtype = jnp.float32
     dict
         ``{"params": {"layers_i": {...}}, "grid": {"layers_i": {"grid": ...}}}``; outputs of
         ``KAN(...).apply`` equal efficient-kan's (same formula, including the scaler).
+        ``spline_weight`` is transposed from efficient-kan's ``(out, in, n)`` to this
+        library's ``(in, n, out)``; the other tensors keep their layout.
     """
     layers: dict[int, dict[str, np.ndarray]] = {}
     for name, value in state_dict.items():
@@ -477,12 +487,15 @@ def from_efficient_kan(state_dict: Mapping[str, Any], dtype: Dtype = jnp.float32
         params[name] = {
             key: jnp.asarray(layer[key], dtype) for key in ("base_weight", "spline_weight", "spline_scaler") if key in layer
         }
+        params[name]["spline_weight"] = jnp.transpose(params[name]["spline_weight"], (1, 2, 0))  # (in, n, out)
         grids[name] = {"grid": jnp.asarray(layer["grid"], dtype)}
     return {"params": params, "grid": grids}
 
 
 def to_efficient_kan(variables: Variables) -> dict[str, np.ndarray]:
     """An efficient-kan ``state_dict`` (NumPy arrays) from :class:`KAN` variables.
+
+    ``spline_weight`` is transposed back to efficient-kan's ``(out, in, n)``.
 
     Load it in PyTorch with ``model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``.
     """
@@ -491,6 +504,7 @@ def to_efficient_kan(variables: Variables) -> dict[str, np.ndarray]:
     for name in sorted(params, key=lambda n: int(n.split("_")[-1])):
         i = int(name.split("_")[-1])
         for key, value in params[name].items():
-            state[f"layers.{i}.{key}"] = np.asarray(value)
+            value = np.asarray(value)
+            state[f"layers.{i}.{key}"] = np.ascontiguousarray(value.transpose(2, 0, 1)) if key == "spline_weight" else value
         state[f"layers.{i}.grid"] = np.asarray(grids[name]["grid"])
     return state

@@ -4,7 +4,7 @@ Thin stateful modules over :mod:`kan_jax.functional` (same maths, initialisation
 fields as the Linen fronts in :mod:`kan_jax.layers`). A layer holds::
 
     base_weight    nnx.Param  (out, in)
-    spline_weight  nnx.Param  (out, in, G + k)
+    spline_weight  nnx.Param  (in, G + k, out)   # efficient-kan's (out, in, G + k) transposed
     spline_scaler  nnx.Param  (out, in)          # only with enable_standalone_scale_spline
     grid           Grid       (in, G + 2k + 1)   # state, not a parameter
 
@@ -68,8 +68,9 @@ def _make_config(config: Optional[F.KANLayerConfig], options: dict[str, Any]) ->
 class KANLinear(nnx.Module):
     """A Kolmogorov-Arnold layer (efficient-kan formulation) as a Flax NNX module.
 
-    ``y = base_activation(x) @ base_weight.T + B(x) @ (spline_weight * spline_scaler).T``,
-    with ``B(x)`` the order-``k`` B-spline bases of every input on its knot grid (see
+    ``y = base_activation(x) @ base_weight.T + B(x) @ (spline_weight * spline_scaler.T)``,
+    with ``B(x)`` the ``(B, in·n)`` order-``k`` B-spline bases of every input on its knot grid
+    and ``spline_weight`` ``(in, n, out)`` read as ``(in·n, out)`` (see
     :mod:`kan_jax.functional`). Initialisation follows efficient-kan: ``base_weight`` and
     ``spline_scaler`` Kaiming-uniform with ``a = sqrt(5) * scale``, ``spline_weight`` a
     least-squares fit of uniform noise of size ``scale_noise / G``.
@@ -94,7 +95,7 @@ class KANLinear(nnx.Module):
     base_weight : nnx.Param
         ``(out, in)``.
     spline_weight : nnx.Param
-        ``(out, in, G + k)``.
+        ``(in, G + k, out)``.
     spline_scaler : nnx.Param or None
         ``(out, in)``, ``None`` without ``enable_standalone_scale_spline``.
     grid : Grid
@@ -152,7 +153,7 @@ class KANLinear(nnx.Module):
     @property
     def grid_size(self) -> int:
         """Current number of grid intervals ``G`` (changes with :meth:`refine`)."""
-        return int(self.spline_weight.shape[-1]) - self.config.spline_order
+        return int(self.spline_weight.shape[1]) - self.config.spline_order
 
     @property
     def spline_order(self) -> int:

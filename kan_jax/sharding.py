@@ -14,8 +14,9 @@ Meshes built here have three named axes, any of which may have size 1:
 ``"data"``
     the batch axis of every minibatch (data parallelism: one gradient all-reduce per step);
 ``"model"``
-    the output axis of the large layer weights (``spline_weight`` ``(out, in, G+k)``,
-    ``base_weight`` and ``spline_scaler``), for layers too large for one device's memory.
+    the output axis of the large layer weights (the last axis of ``spline_weight``
+    ``(in, G+k, out)``, the first of ``base_weight`` and ``spline_scaler`` ``(out, in)``), for
+    layers too large for one device's memory.
 
 Data parallelism keeps the meaning of a step exactly: a minibatch of ``B`` samples is split into
 ``D`` slices of ``B / D``; the loss is the masked mean over all ``B`` (the padded last batch
@@ -207,8 +208,10 @@ def param_specs(params: Any, mesh: Mesh, *, seed_axis: bool = False, shard_model
     def spec(path, leaf):
         shape = np.shape(leaf)[len(lead):]
         rest = [None] * len(shape)
-        if shard_model and model_size > 1 and _leaf_name(path) in _MODEL_SHARDED_LEAVES and shape and shape[0] % model_size == 0:
-            rest[0] = MODEL_AXIS
+        name = _leaf_name(path)
+        axis = -1 if name == "spline_weight" else 0  # the output axis
+        if shard_model and model_size > 1 and name in _MODEL_SHARDED_LEAVES and shape and shape[axis] % model_size == 0:
+            rest[axis] = MODEL_AXIS
         return P(*lead, *rest)
 
     return jax.tree_util.tree_map_with_path(spec, params)

@@ -406,7 +406,7 @@ def fit_spline_coefficients(
 
     For every input ``i`` and output ``o`` solve
 
-    .. math:: \min_c \sum_b \Big(\sum_j B_j(x_{b,i})\, c_{o,i,j} - y_{b,i,o}\Big)^2
+    .. math:: \min_c \sum_b \Big(\sum_j B_j(x_{b,i})\, c_{i,j,o} - y_{b,i,o}\Big)^2
 
     with an SVD-based least-squares solver (minimum-norm solution when the system is
     under-determined or rank deficient), never the normal equations.
@@ -427,14 +427,14 @@ def fit_spline_coefficients(
     Returns
     -------
     jax.Array
-        Coefficients, shape ``(out, in, M - k - 1)``.
+        Coefficients, shape ``(in, M - k - 1, out)`` (the layout of a layer's ``spline_weight``).
     """
     if x.ndim != 2 or y.ndim != 3 or y.shape[:2] != x.shape:
         raise ValueError(f"expected x of shape (B, in) and y of shape (B, in, out); got {x.shape} and {y.shape}")
     a = jnp.swapaxes(b_spline_bases(x, grid, spline_order), 0, 1)  # (in, B, n)
     b = jnp.swapaxes(y, 0, 1).astype(a.dtype)  # (in, B, out)
     solve = jax.vmap(lambda ai, bi: jnp.linalg.lstsq(ai, bi, rcond=rcond)[0])
-    return jnp.transpose(solve(a, b), (2, 0, 1))
+    return solve(a, b)
 
 
 @functools.partial(jax.jit, static_argnames=("grid_size", "spline_order"))

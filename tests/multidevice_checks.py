@@ -86,8 +86,8 @@ def check_data_parallel_epoch(model_sharded: bool = False):
             state = sh.place(state0, shardings)
             if shard_model:  # the spline weights really are split over "model"
                 sw = state.params["layers_0"]["spline_weight"]
-                assert sw.sharding.spec[0] == sh.MODEL_AXIS, sw.sharding
-                assert sw.addressable_shards[0].data.shape[0] == sw.shape[0] // 2
+                assert sw.sharding.spec[-1] == sh.MODEL_AXIS, sw.sharding  # (in, n, out): the output axis
+                assert sw.addressable_shards[0].data.shape[-1] == sw.shape[-1] // 2
             data = sh.place((x, y, xv, yv), sh.replicated(mesh))
             k = sh.place(key, sh.replicated(mesh))
             compiled = make_epoch_fn(model, tx, batch, 8, vmap_seeds=False, mesh=mesh).lower(state, k, *data).compile()

@@ -35,10 +35,10 @@ def np_bases(x: np.ndarray, grid: np.ndarray, k: int) -> np.ndarray:
 
 
 def np_edges(lp: dict, grid: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
-    """Edge functions phi[b, o, i] = bw[o,i] silu(x_i) + sum_j B_j(x_i) sw[o,i,j] scaler[o,i]."""
+    """Edge functions phi[b, o, i] = bw[o,i] silu(x_i) + sum_j B_j(x_i) sw[i,j,o] scaler[o,i]."""
     silu = x / (1 + np.exp(-x))
-    w = np.asarray(lp["spline_weight"]) * np.asarray(lp["spline_scaler"])[..., None]
-    return silu[:, None, :] * np.asarray(lp["base_weight"])[None] + np.einsum("bij,oij->boi", np_bases(x, grid, k), w)
+    w = np.asarray(lp["spline_weight"]) * np.asarray(lp["spline_scaler"]).T[:, None, :]  # (in, n, out)
+    return silu[:, None, :] * np.asarray(lp["base_weight"])[None] + np.einsum("bij,ijo->boi", np_bases(x, grid, k), w)
 
 
 def linen_net(widths, seed):
@@ -76,7 +76,7 @@ def test_from_nnx_matches_nnx_forward_and_roundtrip_to_linen():
 def test_regularizer_matches_hand_computation():
     rng = np.random.default_rng(2)
     acts = [jnp.asarray(rng.normal(size=(50, 3, 2))), jnp.asarray(rng.normal(size=(50, 1, 3)))]
-    params = [{"spline_weight": jnp.asarray(rng.normal(size=(3, 2, 8)))}, {"spline_weight": jnp.asarray(rng.normal(size=(1, 3, 8)))}]
+    params = [{"spline_weight": jnp.asarray(rng.normal(size=(2, 8, 3)))}, {"spline_weight": jnp.asarray(rng.normal(size=(3, 8, 1)))}]
     mu = (0.7, 3.0, 0.2, 0.5)
     ref = 0.0
     for a, p in zip(acts, params):
@@ -84,7 +84,7 @@ def test_regularizer_matches_hand_computation():
         q = l1 / l1.sum()
         w = np.asarray(p["spline_weight"])
         ref += mu[0] * l1.sum() - mu[1] * np.sum(q * np.log(q))
-        ref += mu[2] * np.abs(w).mean(-1).sum() + mu[3] * np.abs(np.diff(w, axis=-1)).mean(-1).sum()
+        ref += mu[2] * np.abs(w).mean(1).sum() + mu[3] * np.abs(np.diff(w, axis=1)).mean(1).sum()  # over the n axis
     got = I.activation_regularizer(acts, params, lamb_l1=mu[0], lamb_entropy=mu[1], lamb_coef=mu[2], lamb_coefdiff=mu[3])
     np.testing.assert_allclose(float(got), ref, rtol=1e-12)
     with pytest.raises(ValueError, match="need the layer params"):
@@ -95,9 +95,10 @@ def dead_network():
     """KAN [2, 4, 1] with hidden nodes 1 and 3 disconnected from the output and edge x2 -> h0 zero."""
     _, _, net = linen_net((2, 4, 1), seed=3)
     p0, p1 = dict(net.params[0]), dict(net.params[1])
-    for key in ("base_weight", "spline_weight"):
-        p1[key] = p1[key].at[:, jnp.array([1, 3])].set(0.0)
-        p0[key] = p0[key].at[0, 1].set(0.0)
+    p1["base_weight"] = p1["base_weight"].at[:, jnp.array([1, 3])].set(0.0)  # (out, in)
+    p1["spline_weight"] = p1["spline_weight"].at[jnp.array([1, 3])].set(0.0)  # (in, n, out)
+    p0["base_weight"] = p0["base_weight"].at[0, 1].set(0.0)
+    p0["spline_weight"] = p0["spline_weight"].at[1, :, 0].set(0.0)
     return I.KANNet([p0, p1], net.state, net.spec)
 
 

@@ -96,13 +96,27 @@ def test_interop_errors():
         from_efficient_kan(bad)
 
 
+def test_spline_weight_in_efficient_kan_layout_is_rejected_with_the_conversion():
+    model = KAN([3, 4, 2])
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 3), jnp.float32))
+    w = variables["params"]["layers_0"]["spline_weight"]  # (in, n, out) = (3, 8, 4)
+    old = jax.tree.map(lambda a: a, variables)
+    old["params"]["layers_0"]["spline_weight"] = jnp.transpose(w, (2, 0, 1))  # (out, in, n)
+    with pytest.raises(ValueError, match=r"spline_weight must have shape \(in=3, n, out=4\), got \(4, 3, 8\).*transpose"):
+        model.apply(old, jnp.zeros((1, 3), jnp.float32))
+    lp = {**variables["params"]["layers_0"], "spline_weight": jnp.transpose(w, (2, 0, 1))}
+    grid = variables["grid"]["layers_0"]["grid"]
+    with pytest.raises(ValueError, match=r"expected spline_weight \(in=3, n, out=4\).*transpose"):
+        kan_jax.functional.layer_apply(lp, grid, jnp.zeros((1, 3), jnp.float32))
+
+
 def test_leading_batch_dims_and_variable_layout():
     model = KAN([3, 4, 2])
     x = jax.random.uniform(jax.random.key(0), (2, 5, 3), jnp.float32, -1, 1)
     variables = model.init(jax.random.key(1), x)
     assert set(variables) == {"params", "grid"}
     assert set(variables["params"]["layers_0"]) == {"base_weight", "spline_weight", "spline_scaler"}
-    assert variables["params"]["layers_0"]["spline_weight"].shape == (4, 3, 8)
+    assert variables["params"]["layers_0"]["spline_weight"].shape == (3, 8, 4)  # (in, n, out)
     assert variables["grid"]["layers_0"]["grid"].shape == (3, 12)
     y = model.apply(variables, x)
     assert y.shape == (2, 5, 2)
@@ -123,7 +137,7 @@ def test_initialisation_distributions():
     # spline_weight interpolates noise of size scale_noise / G at the G + 1 interior knots.
     grid = np.asarray(variables["grid"]["grid"], np.float64)
     interior = grid[:, 3:-3].T
-    values = np.einsum("bij,oij->bio", np_bases(interior, grid, 3), np.asarray(p["spline_weight"], np.float64))
+    values = np.einsum("bij,ijo->bio", np_bases(interior, grid, 3), np.asarray(p["spline_weight"], np.float64))
     assert np.abs(values).max() <= 0.5 * 0.1 / g + 1e-6
     assert np.abs(values).max() > 0.9 * 0.5 * 0.1 / g
     # scale_base scales the kaiming 'a'.
@@ -185,8 +199,8 @@ def test_update_grid_keeps_function_exactly_when_grid_is_representable():
     p0, p1 = variables["params"]["layers_0"], new["params"]["layers_0"]
     np.testing.assert_allclose(np.asarray(p1["spline_scaler"]), np.asarray(p0["spline_scaler"]))
     np.testing.assert_allclose(
-        np.asarray(p1["spline_weight"] * p1["spline_scaler"][..., None]),
-        np.asarray(p0["spline_weight"] * p0["spline_scaler"][..., None]),
+        np.asarray(p1["spline_weight"] * p1["spline_scaler"].T[:, None, :]),
+        np.asarray(p0["spline_weight"] * p0["spline_scaler"].T[:, None, :]),
         atol=1e-5,
     )
 
@@ -214,7 +228,7 @@ def test_refine_keeps_function_nested_grid_exactly_and_general_case_closely():
     x = jax.random.uniform(jax.random.key(3), (500, 2), jnp.float32, -1, 1).at[0].set(-1.0).at[1].set(1.0)
     variables = model.init(jax.random.key(4), x)
     fine = refine(model, variables, x, grid_size=10, margin=0.0)
-    assert fine["params"]["layers_0"]["spline_weight"].shape == (3, 2, 13)
+    assert fine["params"]["layers_0"]["spline_weight"].shape == (2, 13, 3)
     assert fine["grid"]["layers_0"]["grid"].shape == (2, 17)
     np.testing.assert_allclose(np.asarray(fine["grid"]["layers_0"]["grid"][0, 3:-3]), np.linspace(-1, 1, 11), atol=1e-6)
     y0, y1 = model.apply(variables, x), model.apply(fine, x)
@@ -226,7 +240,7 @@ def test_refine_keeps_function_nested_grid_exactly_and_general_case_closely():
     v = model2.init(jax.random.key(5), x)
     xs = x * 0.7
     fine2 = model2.refine(v, xs, grid_size=8)
-    assert fine2["params"]["layers_1"]["spline_weight"].shape == (1, 3, 11)
+    assert fine2["params"]["layers_1"]["spline_weight"].shape == (3, 11, 1)
     for ya, yb in zip(_layer_outputs(model2, v, xs), _layer_outputs(model2, fine2, xs)):
         assert float(jnp.abs(yb - ya).max()) <= 2e-2 * float(jnp.abs(ya).max())
 
@@ -245,7 +259,7 @@ def test_refine_opt_state_carries_unchanged_leaves():
     carried = refine_opt_state(state, tx, fine["params"])
     mu_old, mu_new = state[0].mu["layers_0"], carried[0].mu["layers_0"]
     np.testing.assert_array_equal(np.asarray(mu_new["base_weight"]), np.asarray(mu_old["base_weight"]))
-    assert mu_new["spline_weight"].shape == (3, 2, 10)
+    assert mu_new["spline_weight"].shape == (2, 10, 3)
     np.testing.assert_array_equal(np.asarray(mu_new["spline_weight"]), 0.0)
     assert int(carried[0].count) == 1
     updates, _ = tx.update(jax.tree.map(jnp.ones_like, fine["params"]), carried, fine["params"])
@@ -278,7 +292,7 @@ def test_regularization_loss_matches_numpy():
     variables = model.init(jax.random.key(10), jnp.zeros((1, 3), jnp.float32))
     want = 0.0
     for name in ("layers_0", "layers_1"):
-        l1 = np.abs(np.asarray(variables["params"][name]["spline_weight"], np.float64)).mean(-1)
+        l1 = np.abs(np.asarray(variables["params"][name]["spline_weight"], np.float64)).mean(1)  # (in, out)
         p = l1 / l1.sum()
         want += 0.5 * l1.sum() + 2.0 * -(p * np.log(p)).sum()
     got = kan_jax.regularization_loss(variables["params"], 0.5, 2.0)
@@ -378,7 +392,7 @@ def test_kan_passes_its_configuration_to_every_layer():
     for name, fan_in in (("layers_0", 3), ("layers_1", 4)):
         params = variables["params"][name]
         assert set(params) == {"base_weight", "spline_weight"}  # no scaler
-        assert params["spline_weight"].shape[-1] == 7 + 2
+        assert params["spline_weight"].shape == (fan_in, 7 + 2, params["base_weight"].shape[0])
         grid = np.asarray(variables["grid"][name]["grid"])
         assert grid.shape == (fan_in, 7 + 2 * 2 + 1) and grid.dtype == np.float64
         np.testing.assert_allclose(grid[0, [2, -3]], [-2.0, 3.0])

@@ -159,10 +159,10 @@ def layer_params(key, in_f, out_f, grid_size, k, scaler=True, dtype=jnp.float64)
 def numpy_spline_branch(params, grid, x, k):
     """Float64 NumPy reference of the spline branch from the oracle bases."""
     bases = oracle_bases(np.asarray(x), np.asarray(grid), k)  # (B, in, n)
-    w = np.asarray(params["spline_weight"])
+    w = np.asarray(params["spline_weight"])  # (in, n, out)
     if "spline_scaler" in params:
-        w = w * np.asarray(params["spline_scaler"])[..., None]
-    return np.einsum("bij,oij->bo", bases, w)
+        w = w * np.asarray(params["spline_scaler"]).T[:, None, :]
+    return np.einsum("bij,ijo->bo", bases, w)
 
 
 @pytest.mark.parametrize("scaler", [True, False])
@@ -184,11 +184,11 @@ def test_strategies_agree_with_reference_values_and_gradients(k, scaler):
     for a, b, c in zip(jax.tree.leaves(g_dense), jax.tree.leaves(g_local), jax.tree.leaves(g_unrolled)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(np.asarray(c), np.asarray(a), rtol=1e-10, atol=1e-12)
-    # Coefficient gradient against the hand derivation: d/dW_oij sum_b g_bo s_oi B_j(x_bi).
+    # Coefficient gradient against the hand derivation: d/dW_ijo sum_b g_bo s_oi B_j(x_bi).
     y = numpy_spline_branch(params, grid, x, k)
     bases = oracle_bases(np.asarray(x), np.asarray(grid), k)
     s = np.asarray(params["spline_scaler"]) if scaler else np.ones((4, 5))
-    want_dw = np.einsum("bo,bij,oi->oij", np.cos(y), bases, s)
+    want_dw = np.einsum("bo,bij,oi->ijo", np.cos(y), bases, s)
     np.testing.assert_allclose(np.asarray(g_local[0]["spline_weight"]), want_dw, rtol=1e-10, atol=1e-12)
 
 
@@ -201,11 +201,11 @@ def test_gather_gradient_sums_samples_in_the_same_interval():
     x = jnp.asarray(np.random.default_rng(1).uniform(0.21, 0.39, size=(64, 3)))  # inside [0.2, 0.4)
     assert len(np.unique(np.asarray(splines.find_intervals(x, grid)))) == 1
     bases = oracle_bases(np.asarray(x), np.asarray(grid), k)
-    want = np.einsum("bij,oi->oij", bases, np.asarray(params["spline_scaler"]))
+    want = np.einsum("bij,oi->ijo", bases, np.asarray(params["spline_scaler"]))
     for strategy in ("local", "dense", "unrolled"):
         g = jax.grad(lambda p: jnp.sum(F.spline_branch(p, grid, x, strategy)))(params)["spline_weight"]
         np.testing.assert_allclose(np.asarray(g), want, rtol=1e-12, atol=1e-12, err_msg=strategy)
-        assert np.count_nonzero(np.asarray(g)[0, 0]) == k + 1
+        assert np.count_nonzero(np.asarray(g)[0, :, 0]) == k + 1
 
 
 def test_layer_strategy_field_and_auto_rule():
@@ -280,7 +280,7 @@ def test_init_matches_numpy_min_norm_fit_of_the_noise():
     interior = knots[k : G + k + 1]
     a = np.array([[cox_de_boor(t, knots, j, k) for j in range(G + k)] for t in interior])
     want = np.stack([np.linalg.lstsq(a, noise[:, i, :], rcond=None)[0] for i in range(in_f)], axis=1)  # (n, in, out)
-    np.testing.assert_allclose(w, 2.0 * np.transpose(want, (2, 1, 0)), rtol=1e-9, atol=1e-13)
+    np.testing.assert_allclose(w, 2.0 * np.transpose(want, (1, 0, 2)), rtol=1e-9, atol=1e-13)
     # The same fit with the row traced (the pseudo-inverse then computed inside the program).
     traced = jax.jit(lambda r: F.init_spline_weight(key, r, in_f, out_f, k, 0.1, 2.0, jnp.float64))(row)
     np.testing.assert_allclose(np.asarray(traced), w, rtol=1e-9, atol=1e-13)
@@ -290,7 +290,7 @@ def test_init_matches_numpy_min_norm_fit_of_the_noise():
     w = np.asarray(F.init_spline_weight(key, jnp.asarray(knots), in_f, out_f, k, 0.1, 1.0, jnp.float64))
     a = np.array([[cox_de_boor(t, knots, j, k) for j in range(G + k)] for t in knots[k : G + k + 1]])
     want = np.stack([np.linalg.lstsq(a, noise[:, i, :], rcond=None)[0] for i in range(in_f)], axis=1)
-    np.testing.assert_allclose(w, np.transpose(want, (2, 1, 0)), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(w, np.transpose(want, (1, 0, 2)), rtol=1e-8, atol=1e-12)
 
 
 def test_init_layer_draws_are_jax_random_uniform():
@@ -356,6 +356,6 @@ def test_large_grid_layer_trains_and_refines_keeping_its_function():
     assert losses[-1] < 0.8 * losses[0]
     before = model.apply({"params": params, "grid": grid}, x)
     new = model.refine({"params": params, "grid": grid}, x, grid_size=200, margin=0.0)
-    assert new["params"]["layers_0"]["spline_weight"].shape == (1, 3, 203)
+    assert new["params"]["layers_0"]["spline_weight"].shape == (3, 203, 1)
     np.testing.assert_allclose(np.asarray(model.apply(new, x)), np.asarray(before), atol=1e-4)
 

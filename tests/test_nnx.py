@@ -54,16 +54,16 @@ def smooth_splines(layer: KANLinear, seed: int, amplitude: float = 1.0) -> None:
     """Make every edge spline a smooth random curve c * sin(w t + p), large against the base
     branch (as after some training): coefficient j is the curve at the Greville abscissa
     (mean of knots j+1..j+k), Schoenberg's variation-diminishing spline approximation."""
-    n_out, n_in, _ = layer.spline_weight.shape
+    n_in, _, n_out = layer.spline_weight.shape  # (in, n, out)
     k = layer.spline_order
     ka, kw, kp = jax.random.split(jax.random.key(seed), 3)
-    c = amplitude * jax.random.uniform(ka, (n_out, n_in, 1), f32, 0.5, 1.0)
-    w = jax.random.uniform(kw, (n_out, n_in, 1), f32, 1.0, 3.0)
-    p = jax.random.uniform(kp, (n_out, n_in, 1), f32, -3.0, 3.0)
+    c = amplitude * jax.random.uniform(ka, (n_in, 1, n_out), f32, 0.5, 1.0)
+    w = jax.random.uniform(kw, (n_in, 1, n_out), f32, 1.0, 3.0)
+    p = jax.random.uniform(kp, (n_in, 1, n_out), f32, -3.0, 3.0)
     grid = layer.grid[...]
     greville = jnp.stack([grid[:, j + 1 : j + k + 1].mean(-1) for j in range(grid.shape[1] - k - 1)], -1)
-    scaled = c * jnp.sin(w * greville[None] + p)
-    scaler = layer.spline_scaler[...][..., None] if layer.spline_scaler is not None else 1.0
+    scaled = c * jnp.sin(w * greville[..., None] + p)
+    scaler = layer.spline_scaler[...].T[:, None, :] if layer.spline_scaler is not None else 1.0
     layer.spline_weight[...] = (scaled / scaler).astype(f32)
 
 
@@ -108,7 +108,7 @@ def test_initialisation_and_state_layout():
     layer = model.layers[0]
     assert (layer.in_features, layer.out_features, layer.grid_size) == (2, 3, 5)
     assert layer.base_weight.shape == (3, 2)
-    assert layer.spline_weight.shape == (3, 2, 8)
+    assert layer.spline_weight.shape == (2, 8, 3)  # (in, n, out)
     assert layer.spline_scaler.shape == (3, 2)
     assert layer.grid.shape == (2, 12)
     assert all(v.dtype == f32 for v in jax.tree.leaves(nnx.state(model)))
@@ -242,7 +242,7 @@ def test_refine_keeps_function_nested_grid_exactly():
     y0 = layer(x)
     layer.refine(x, grid_size=10, margin=0.0)
     assert layer.grid_size == 10
-    assert layer.spline_weight.shape == (3, 2, 13) and layer.grid.shape == (2, 17)
+    assert layer.spline_weight.shape == (2, 13, 3) and layer.grid.shape == (2, 17)
     np.testing.assert_allclose(np.asarray(layer.grid[0, 3:-3]), np.linspace(-1, 1, 11), atol=1e-6)
     # 1e-5 relative to the output scale (float32 least squares).
     np.testing.assert_allclose(np.asarray(layer(x)), np.asarray(y0), rtol=0, atol=1e-5 * max_abs(y0))
@@ -254,7 +254,7 @@ def test_kan_refine_then_rebuilt_optimizer_trains():
     y0 = model(x)
     model.refine(x, grid_size=10)
     assert model.grid_size == 10
-    assert [layer.spline_weight.shape for layer in model.layers] == [(3, 2, 13), (1, 3, 13)]
+    assert [layer.spline_weight.shape for layer in model.layers] == [(2, 13, 3), (3, 13, 1)]
     # General (quantile-mixed, non-nested) case: function kept to 1e-2 of the output scale.
     assert max_abs(model(x) - y0) <= 1e-2 * max_abs(y0)
     optimizer = nnx.Optimizer(model, optax.adam(1e-2), wrt=nnx.Param)  # rebuilt after refine

@@ -86,19 +86,19 @@ def test_fit_coefficients_equals_numpy_lstsq():
     x = rng.uniform(-1, 1, size=(200, in_features))
     y = rng.normal(size=(200, in_features, out_features))
     coeff = np.asarray(splines.fit_spline_coefficients(jnp.asarray(x), jnp.asarray(y), grid, k))
-    assert coeff.shape == (out_features, in_features, 8)
+    assert coeff.shape == (in_features, 8, out_features)
     for i in range(in_features):
         a = np.stack([reference_bases(xi, np.asarray(grid[i]), k) for xi in x[:, i]])
         want, *_ = np.linalg.lstsq(a, y[:, i, :], rcond=None)
-        np.testing.assert_allclose(coeff[:, i, :], want.T, rtol=1e-9, atol=1e-10)
+        np.testing.assert_allclose(coeff[i], want, rtol=1e-9, atol=1e-10)
 
 
 def test_fit_reproduces_a_spline_exactly():
     k = 3
     grid = splines.uniform_grid(6, k, in_features=3, dtype=jnp.float64)
-    c = jax.random.normal(jax.random.key(2), (2, 3, 9), jnp.float64)
+    c = jax.random.normal(jax.random.key(2), (3, 9, 2), jnp.float64)  # (in, n, out)
     x = jax.random.uniform(jax.random.key(3), (300, 3), jnp.float64, -1, 1)
-    y = jnp.einsum("bij,oij->bio", splines.b_spline_bases(x, grid, k), c)
+    y = jnp.einsum("bij,ijo->bio", splines.b_spline_bases(x, grid, k), c)
     np.testing.assert_allclose(np.asarray(splines.fit_spline_coefficients(x, y, grid, k)), np.asarray(c), atol=1e-9)
 
 
