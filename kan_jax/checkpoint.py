@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 from flax import serialization
 
 from kan_jax.io import atomic_write
@@ -166,6 +167,16 @@ def _read_msgpack(path: Path, kind: str) -> Any:
 def _restore_into(target: PyTree, state: Any, path: Path) -> PyTree:
     """``state`` in the structure of ``target``; a mismatch is a :class:`CheckpointError` naming ``path``."""
     try:
-        return serialization.from_state_dict(target, state)
+        restored = serialization.from_state_dict(target, state)
     except Exception as err:
         raise CheckpointError(f"{path} does not match the target structure: {err}") from err
+    # from_state_dict keeps the stored arrays as they are: check their shapes against the target.
+    wanted = jax.tree_util.tree_flatten_with_path(target)[0]
+    got = jax.tree_util.tree_leaves(restored)
+    for (key_path, want), have in zip(wanted, got):
+        if hasattr(want, "shape") and tuple(np.shape(have)) != tuple(want.shape):
+            raise CheckpointError(
+                f"{path}: {jax.tree_util.keystr(key_path)} has shape {tuple(np.shape(have))}, "
+                f"the target expects {tuple(want.shape)}"
+            )
+    return restored

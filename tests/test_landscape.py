@@ -145,6 +145,9 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
         load_params(bad)
     with pytest.raises(CheckpointError, match="target"):
         load_params(path, target={"y": jnp.zeros(2)})
+    # same structure, another shape (e.g. a spline_weight saved in efficient-kan's layout)
+    with pytest.raises(CheckpointError, match=r"\['x'\] has shape \(2,\), the target expects \(3,\)"):
+        load_params(path, target={"x": jnp.zeros(3)})
     assert os.listdir(path.parent) == ["theta0.msgpack"]
 
 
