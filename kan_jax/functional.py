@@ -84,14 +84,15 @@ SPLINE_STRATEGIES = ("auto", "unrolled", "dense", "local")
 
 #: Cost rule of ``"auto"``: the dense product is used while ``n = G + k`` is at most this
 #: many times the ``k + 1`` non-zero bases per input (backend name -> factor). The CPU value
-#: is the crossover measured by ``benchmarks/spline_scaling.py`` on a 2-core CPU, k = 3
-#: (``benchmarks/RESULTS.md``): with the bases written by one scatter
-#: (:func:`kan_jax.splines.basis_matrix`) the dense step of the [784, 64, 10] KAN at batch 64
-#: is faster up to G = 200 and slower from G = 500 (by 10% there, 25% at G = 1000); for
-#: FlashKAN's [784, 10] at batch 200, where the gathered windows are smaller, the local epoch
-#: is 1.7x faster at G = 500. The GPU/TPU values are not measured yet (gathers are cheap
-#: there, so the crossover is expected lower); other backends use the CPU value.
-DENSE_MAX_BASES_PER_WINDOW: dict[str, float] = {"cpu": 64.0, "gpu": 16.0, "tpu": 16.0}
+#: is the crossover measured on a 2-core CPU, k = 3, one Adam step inside a scan
+#: (``benchmarks/RESULTS.md``): for the [784, 64, 10] KAN at batch 64 the dense step is faster
+#: up to G = 160 (29 against 40 ms) and slower from G = 170 (47 against 42 ms; XLA:CPU's dot
+#: slows down by half past there); for FlashKAN's [784, 10] at batch 200 the gather already
+#: wins from about G = 60 (17 against 21 ms at G = 100). 42 (dense up to G = 165) favours the
+#: study's shape; a layer's ``spline_strategy`` overrides it. The GPU/TPU values are not
+#: measured yet (gathers are cheap there, so the crossover is expected lower); other backends
+#: use the CPU value.
+DENSE_MAX_BASES_PER_WINDOW: dict[str, float] = {"cpu": 42.0, "gpu": 16.0, "tpu": 16.0}
 
 #: Cost rule of ``"auto"`` for small grids: the dense product on bases computed by the recursion
 #: unrolled over the bases (:func:`kan_jax.splines.unrolled_bases`) while ``n = G + k`` is at
