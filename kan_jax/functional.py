@@ -248,12 +248,14 @@ def init_spline_weight(
     every edge and fitted, in the minimum-norm least-squares sense (the system being
     under-determined for ``k > 1``), by splines on the knot row ``grid_row`` that every input
     shares at initialisation; the result is multiplied by ``scale``. Because the row is
-    shared, one pseudo-inverse :math:`A^+` of the ``(G + 1, G + k)`` collocation matrix
-    :math:`A_{rj} = B_j(t_{k+r})` serves all ``in · out`` edges (a matrix product instead of
-    ``in`` separate least-squares solves). For a concrete row (the usual case, also under an
-    outer ``jit``: the row comes from the static configuration) :math:`A^+` is computed once
-    on the host in float64 NumPy and cached, so nothing grid-dependent is compiled; a traced
-    row is fitted inside the program with ``jnp.linalg.pinv``.
+    shared, one operator :math:`A^+` (the pseudo-inverse of the ``(G + 1, G + k)`` collocation
+    matrix :math:`A_{rj} = B_j(t_{k+r})`) serves all ``in · out`` edges. For a concrete row
+    (the usual case, also under an outer ``jit``: the row comes from the static
+    configuration) it is factored once on the host in float64 NumPy and cached, so nothing
+    grid-dependent is compiled: with distinct interior knots as
+    :math:`A^\top (L L^\top)^{-1}`, :math:`L` the banded Cholesky factor of :math:`A A^\top`
+    (two banded triangular solves, work linear in ``G``), otherwise as the dense :math:`A^+`.
+    A traced row is fitted inside the program with ``jnp.linalg.pinv``.
 
     Parameters
     ----------
@@ -279,25 +281,35 @@ def init_spline_weight(
     grid_size = grid_row.shape[-1] - 2 * k - 1
     if grid_row.ndim != 1 or grid_size < 1:
         raise ValueError(f"grid_row must be one knot row of G + 2k + 1 >= 2k + 2 knots (k={k}), got shape {grid_row.shape}")
-    fit = _fit_operator(grid_row, k, jnp.promote_types(dtype, jnp.float32))  # half precision fits in float32
+    fit_dtype = jnp.promote_types(dtype, jnp.float32)  # half precision fits in float32
+    fit = _fit_operator(grid_row, k, fit_dtype)
     return _fit_noise(
-        key, fit, jnp.asarray(scale_noise, fit.dtype), jnp.asarray(scale, fit.dtype),
+        key, fit, jnp.asarray(scale_noise, fit_dtype), jnp.asarray(scale, fit_dtype),
         in_features=int(in_features), out_features=int(out_features), dtype=jnp.dtype(dtype),
     )
 
 
-def _fit_operator(grid_row: jax.Array, k: int, dtype: Dtype) -> jax.Array:
-    """Pseudo-inverse ``(G + k, G + 1)`` of the collocation matrix of ``grid_row`` at its interior knots."""
+def _fit_operator(grid_row: jax.Array, k: int, dtype: Dtype) -> dict[str, jax.Array]:
+    """The minimum-norm least-squares fit at the interior knots of ``grid_row``, as arrays.
+
+    Either ``{"pinv": (G + k, G + 1)}``, the pseudo-inverse :math:`A^+` of the collocation
+    matrix (traced rows, rank-deficient rows), or the bands of the factors of
+    :math:`A^+ = A^\\top (A A^\\top)^{-1}` (a concrete row of distinct interior knots, the case
+    of every initialisation): see :func:`_host_banded_fit`.
+    """
     if isinstance(grid_row, jax.core.Tracer):
         row = grid_row.astype(dtype)
         a = splines.b_spline_bases(row[k : row.shape[0] - k, None], row, k)[:, 0, :]  # (G + 1, G + k)
-        return jnp.linalg.pinv(a)
-    return jnp.asarray(_host_pseudo_inverse(tuple(np.asarray(grid_row, np.float64).tolist()), k), dtype)
+        return {"pinv": jnp.linalg.pinv(a)}
+    knots = tuple(np.asarray(grid_row, np.float64).tolist())
+    banded = _host_banded_fit(knots, k)
+    if banded is None:
+        return {"pinv": jnp.asarray(_host_pseudo_inverse(knots, k), dtype)}
+    return {name: jnp.asarray(value, dtype) for name, value in banded.items()}
 
 
-@functools.lru_cache(maxsize=32)
-def _host_pseudo_inverse(knots: tuple[float, ...], k: int) -> np.ndarray:
-    """Float64 pseudo-inverse ``(G + k, G + 1)`` of the collocation matrix at the interior knots."""
+def _host_collocation(knots: tuple[float, ...], k: int) -> np.ndarray:
+    """Float64 collocation matrix ``A_rj = B_j(t_{k+r})``, ``(G + 1, G + k)``, at the interior knots."""
     t = np.asarray(knots)
     x = t[k : t.size - k, None]  # (G + 1, 1): the interior knots
     bases = ((x >= t[:-1]) & (x < t[1:])).astype(np.float64)  # order 0, (G + 1, M - 1)
@@ -306,25 +318,107 @@ def _host_pseudo_inverse(knots: tuple[float, ...], k: int) -> np.ndarray:
         left = np.divide(x - t[: -p - 1], left_span, out=np.zeros_like(bases[:, 1:]), where=left_span > 0)
         right = np.divide(t[p + 1 :] - x, right_span, out=np.zeros_like(bases[:, 1:]), where=right_span > 0)
         bases = left * bases[:, :-1] + right * bases[:, 1:]
-    return np.linalg.pinv(bases)
+    return bases
+
+
+@functools.lru_cache(maxsize=32)
+def _host_pseudo_inverse(knots: tuple[float, ...], k: int) -> np.ndarray:
+    """Float64 pseudo-inverse ``(G + k, G + 1)`` of the collocation matrix at the interior knots."""
+    return np.linalg.pinv(_host_collocation(knots, k))
+
+
+@functools.lru_cache(maxsize=32)
+def _host_banded_fit(knots: tuple[float, ...], k: int) -> Optional[dict[str, np.ndarray]]:
+    r"""Bands of the factors of the minimum-norm fit, or ``None`` where they do not apply.
+
+    Row ``r`` of the collocation matrix :math:`A` ``(G + 1, n)`` is non-zero only in columns
+    ``r .. r + k`` (the bases whose support holds :math:`t_{k+r}`), so :math:`A A^\top` has
+    bandwidth ``k`` and so has its Cholesky factor :math:`L`. With distinct interior knots
+    :math:`A` has full row rank (Schoenberg-Whitney), and the minimum-norm solution of
+    :math:`A c = y` is :math:`c = A^\top w` with :math:`L L^\top w = y`: two banded triangular
+    solves and a banded product, :math:`O(G k)` per fitted column instead of the
+    :math:`O(G^2)` of the dense :math:`A^+` (at G = 1000 and 50,176 columns, 0.6 G instead
+    of 50 G multiply-adds).
+
+    Returns the float64 bands ``a_band[r, e] = A[r, r + e]``, ``l_band[r, d] = L[r, r - d]``
+    and ``l_up[r, d] = L[r + d, r]``, each ``(G + 1, k + 1)`` and zero outside the matrices;
+    or ``None`` if :math:`A` has entries outside the band, or :math:`A A^\top` is singular
+    (repeated interior knots) or too ill-conditioned for the factors to interpolate probe
+    columns to 1e-9 in float64: the dense pseudo-inverse is used then.
+    """
+    a = _host_collocation(knots, k)
+    rows, n = a.shape
+    r_idx, c_idx = np.nonzero(a)
+    if np.any(c_idx < r_idx) or np.any(c_idx > r_idx + k):
+        return None
+    try:
+        chol = np.linalg.cholesky(a @ a.T)
+    except np.linalg.LinAlgError:
+        return None
+    # Certify the factorisation on probe columns: the fit must interpolate them (full row rank),
+    # which an ill-conditioned A A^T (nearly coincident knots) would spoil.
+    probe = np.random.default_rng(0).standard_normal((rows, 4))
+    fitted = a @ (a.T @ np.linalg.solve(chol.T, np.linalg.solve(chol, probe)))
+    if not np.all(np.isfinite(fitted)) or np.abs(fitted - probe).max() > 1e-9 * np.abs(probe).max():
+        return None
+    r = np.arange(rows)
+    a_band, l_band, l_up = (np.zeros((rows, k + 1)) for _ in range(3))
+    for d in range(k + 1):
+        ok = r + d < n
+        a_band[r[ok], d] = a[r[ok], r[ok] + d]
+        ok = r >= d
+        l_band[r[ok], d] = chol[r[ok], r[ok] - d]
+        ok = r + d < rows
+        l_up[r[ok], d] = chol[r[ok] + d, r[ok]]
+    return {"a_band": a_band, "l_band": l_band, "l_up": l_up}
+
+
+def _apply_fit(fit: dict[str, jax.Array], y: jax.Array) -> jax.Array:
+    """The minimum-norm fit ``A^+ y`` of the columns of ``y`` ``(G + 1, N)``: shape ``(G + k, N)``."""
+    if "pinv" in fit:
+        return fit["pinv"] @ y
+    a_band, l_band, l_up = fit["a_band"], fit["l_band"], fit["l_up"]
+    rows, width = a_band.shape  # G + 1, k + 1
+
+    def substitute(previous, row):  # one row of a banded triangular solve
+        rhs, l_row = row  # previous[d - 1]: the solution d rows back (forward) or ahead (backward)
+        value = (rhs - l_row[1:] @ previous) / l_row[0]
+        return jnp.concatenate([value[None], previous[:-1]]), value
+
+    start = jnp.zeros((width - 1, y.shape[1]), y.dtype)
+    _, z = lax.scan(substitute, start, (y, l_band))  # L z = y
+    _, w = lax.scan(substitute, start, (z, l_up), reverse=True)  # L^T w = z
+    c = jnp.zeros((rows + width - 1, y.shape[1]), y.dtype)
+    for e in range(width):  # c_j = sum_e A[j - e, j] w_{j-e}
+        c = c.at[e : e + rows].add(a_band[:, e : e + 1] * w)
+    return c[: rows + width - 2]  # the n = G + k coefficients
 
 
 @functools.partial(jax.jit, static_argnames=("in_features", "out_features", "dtype"))
 def _fit_noise(
-    key: jax.Array, fit: jax.Array, scale_noise: jax.Array, scale: jax.Array, *, in_features: int, out_features: int, dtype: Dtype
+    key: jax.Array,
+    fit: dict[str, jax.Array],
+    scale_noise: jax.Array,
+    scale: jax.Array,
+    *,
+    in_features: int,
+    out_features: int,
+    dtype: Dtype,
 ) -> jax.Array:
-    # fit: (G + k, G + 1) pseudo-inverse; returns scale * fit @ noise as (in, G + k, out).
-    n, points = fit.shape
-    noise = _uniform(key, (points, in_features, out_features), fit.dtype)
+    # fit: from _fit_operator; returns scale * A^+ noise as (in, G + k, out).
+    fit_dtype = jax.tree.leaves(fit)[0].dtype
+    points = fit["pinv"].shape[1] if "pinv" in fit else fit["a_band"].shape[0]
+    noise = _uniform(key, (points, in_features, out_features), fit_dtype)
     noise = (noise - 0.5) * scale_noise / (points - 1)
-    coeff = (fit @ noise.reshape(points, -1)).reshape(n, in_features, out_features)
+    coeff = _apply_fit(fit, noise.reshape(points, -1))
+    coeff = coeff.reshape(coeff.shape[0], in_features, out_features)
     return (scale * jnp.swapaxes(coeff, 0, 1)).astype(dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("in_features", "out_features", "own_scaler", "dtype"))
 def _init_params(
     key: jax.Array,
-    fit: jax.Array,
+    fit: dict[str, jax.Array],
     scale_noise: jax.Array,
     scale_base: jax.Array,
     scale_spline: jax.Array,
@@ -335,14 +429,15 @@ def _init_params(
     dtype: Dtype,
 ) -> dict[str, jax.Array]:
     # One small compiled program per layer shape: random draws and one matrix product with
-    # the spline fit operator ``fit`` (computed on the host); the scales are traced.
+    # the spline fit ``fit`` (factors computed on the host); the scales are traced.
+    fit_dtype = jax.tree.leaves(fit)[0].dtype
     k_base, k_spline, k_scaler = jax.random.split(key, 3)
     sqrt5 = math.sqrt(5.0)
     scale = jnp.float32(1.0) if own_scaler else scale_spline
     params = {
         "base_weight": kaiming_uniform(sqrt5 * scale_base)(k_base, (out_features, in_features), dtype),
         "spline_weight": _fit_noise(
-            k_spline, fit, scale_noise.astype(fit.dtype), scale.astype(fit.dtype),
+            k_spline, fit, scale_noise.astype(fit_dtype), scale.astype(fit_dtype),
             in_features=in_features, out_features=out_features, dtype=dtype,
         ),
     }

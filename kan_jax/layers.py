@@ -207,6 +207,13 @@ class KANLinear(_KANLayerFields):
             grid_var.value = grid
             self.put_variable("params", "spline_weight", params["spline_weight"])
 
+        if self.is_initializing() and config.spline_strategy in ("auto", "unrolled"):
+            # init discards this output (init_with_output returns it): take it from the dense
+            # product when the unrolled bases would be used. The values agree to rounding, and
+            # the dense program compiles in 0.25 s instead of 0.7 s (G = 10).
+            strategy = F.choose_spline_strategy(spline_shape[1], self.spline_order)
+            if config.spline_strategy == "unrolled" or strategy == "unrolled":
+                config = config.replace(spline_strategy="dense")
         return F.layer_apply(params, grid, x, config)
 
     @nn.nowrap

@@ -269,6 +269,40 @@ def test_program_size_does_not_depend_on_grid_size(strategy):
     assert small == large and small[0] > 0
 
 
+def test_banded_fit_is_the_min_norm_least_squares_fit_and_falls_back_where_it_must():
+    # The init's fit of a concrete row of distinct interior knots: banded Cholesky factors of
+    # A A^T, checked against NumPy's minimum-norm lstsq of the oracle collocation matrix.
+    rng = np.random.default_rng(5)
+    cases = [(50, 3, "uniform"), (20, 5, "uniform"), (30, 3, "random"), (4, 1, "uniform")]
+    for G, k, kind in cases:
+        if kind == "uniform":
+            knots = np.asarray(splines.uniform_grid(G, k, (-1.0, 2.0), dtype=jnp.float64))
+        else:
+            knots = np.sort(rng.uniform(-1, 2, G + 2 * k + 1))
+        banded = F._host_banded_fit(tuple(knots.tolist()), k)
+        assert banded is not None, (G, k, kind)
+        a = np.array([[cox_de_boor(t, knots, j, k) for j in range(G + k)] for t in knots[k : G + k + 1]])
+        y = rng.standard_normal((G + 1, 7))
+        want = np.linalg.lstsq(a, y, rcond=None)[0]
+        got = np.asarray(F._apply_fit({name: jnp.asarray(v) for name, v in banded.items()}, jnp.asarray(y)))
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11 * np.abs(want).max(), err_msg=f"{G} {k} {kind}")
+    # Rank-deficient collocation matrices take the dense pseudo-inverse: a repeated interior knot,
+    # and order 0 (the last interior knot lies past the last basis).
+    knots = np.sort(rng.uniform(-1, 2, 7 + 2 * 3 + 1))
+    knots[6] = knots[5]
+    assert F._host_banded_fit(tuple(knots.tolist()), 3) is None
+    assert F._host_banded_fit(tuple(np.linspace(-1, 1, 9).tolist()), 0) is None
+    # A full init through the banded path: the noise's minimum-norm fit at G = 60.
+    G, k, key = 60, 3, jax.random.key(6)
+    row = splines.uniform_grid(G, k, (-1.0, 1.0), dtype=jnp.float64)
+    w = np.asarray(F.init_spline_weight(key, row, 2, 3, k, scale_noise=0.1, scale=1.0, dtype=jnp.float64))
+    noise = (np.asarray(jax.random.uniform(key, (G + 1, 2, 3), jnp.float64)) - 0.5) * 0.1 / G
+    knots = np.asarray(row)
+    a = np.array([[cox_de_boor(t, knots, j, k) for j in range(G + k)] for t in knots[k : G + k + 1]])
+    want = np.stack([np.linalg.lstsq(a, noise[:, i, :], rcond=None)[0] for i in range(2)])  # (in, n, out)
+    np.testing.assert_allclose(w, want, rtol=1e-9, atol=1e-13)
+
+
 def test_init_matches_numpy_min_norm_fit_of_the_noise():
     # init_spline_weight: minimum-norm least-squares fit of the noise at the G + 1 interior knots.
     k, G, in_f, out_f = 3, 7, 3, 2
