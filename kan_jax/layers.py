@@ -160,9 +160,9 @@ class KANLinear(_KANLayerFields):
             )
         names = ["base_weight", "spline_weight"] + (["spline_scaler"] if config.enable_standalone_scale_spline else [])
         if self.is_initializing():  # one initialisation for both fronts
-            fresh, fresh_grid = F.init_layer(self.make_rng("params"), in_features, self.features, config)
+            fresh, fresh_grid, fresh_output = F.init_layer_with_output(self.make_rng("params"), x, self.features, config)
         else:
-            fresh, fresh_grid = {}, None
+            fresh, fresh_grid, fresh_output = {}, None, None
         grid_var = self.variable("grid", "grid", lambda: fresh_grid)
         grid = grid_var.value
         if grid.shape[0] != in_features:
@@ -207,13 +207,8 @@ class KANLinear(_KANLayerFields):
             grid_var.value = grid
             self.put_variable("params", "spline_weight", params["spline_weight"])
 
-        if self.is_initializing() and config.spline_strategy in ("auto", "unrolled"):
-            # init discards this output (init_with_output returns it): take it from the dense
-            # product when the unrolled bases would be used. The values agree to rounding, and
-            # the dense program compiles in 0.25 s instead of 0.7 s (G = 10).
-            strategy = F.choose_spline_strategy(spline_shape[1], self.spline_order)
-            if config.spline_strategy == "unrolled" or strategy == "unrolled":
-                config = config.replace(spline_strategy="dense")
+        if self.is_initializing():  # the output of the fresh parameters, computed with them
+            return fresh_output
         return F.layer_apply(params, grid, x, config)
 
     @nn.nowrap

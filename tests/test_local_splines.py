@@ -303,6 +303,28 @@ def test_banded_fit_is_the_min_norm_least_squares_fit_and_falls_back_where_it_mu
     np.testing.assert_allclose(w, want, rtol=1e-9, atol=1e-13)
 
 
+@pytest.mark.parametrize("strategy", ["auto", "unrolled", "dense", "local"])
+def test_init_with_output_is_init_then_apply(strategy):
+    # Linen's init compiles the initialisation and the forward pass as one program; the
+    # parameters must be init_layer's, bit for bit, and the output the layer's on them.
+    config = F.KANLayerConfig(grid_size=6, spline_strategy=strategy, param_dtype=jnp.float64)
+    key = jax.random.key(11)
+    x = jax.random.uniform(jax.random.key(12), (2, 5, 4), jnp.float64, -1.2, 1.2)
+    params, grid, y = F.init_layer_with_output(key, x, 3, config)
+    want_params, want_grid = F.init_layer(key, 4, 3, config)
+    for name in want_params:
+        np.testing.assert_array_equal(np.asarray(params[name]), np.asarray(want_params[name]))
+    np.testing.assert_array_equal(np.asarray(grid), np.asarray(want_grid))
+    assert y.shape == (2, 5, 3)
+    want = F.layer_apply(params, grid, x, config)
+    np.testing.assert_allclose(np.asarray(y), np.asarray(want), rtol=1e-12, atol=1e-14)
+    model = nn.Sequential([KANLinear(3, grid_size=6, spline_strategy=strategy, param_dtype=jnp.float64)])
+    out, variables = model.init_with_output(key, x)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(model.apply(variables, x)), rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="out_features must be an integer >= 1"):
+        F.init_layer_with_output(key, x, 0, config)
+
+
 def test_init_matches_numpy_min_norm_fit_of_the_noise():
     # init_spline_weight: minimum-norm least-squares fit of the noise at the G + 1 interior knots.
     k, G, in_f, out_f = 3, 7, 3, 2
