@@ -165,10 +165,12 @@ def numpy_spline_branch(params, grid, x, k):
     return np.einsum("bij,ijo->bo", bases, w)
 
 
+@pytest.mark.parametrize("out_f", [4, 40])  # both orientations of the dense product (DENSE_TRANSPOSED_MAX_OUT)
 @pytest.mark.parametrize("scaler", [True, False])
 @pytest.mark.parametrize("k", [1, 3])
-def test_strategies_agree_with_reference_values_and_gradients(k, scaler):
-    params, grid = layer_params(jax.random.key(k), 5, 4, 7, k, scaler)
+def test_strategies_agree_with_reference_values_and_gradients(k, scaler, out_f):
+    assert (out_f < F.DENSE_TRANSPOSED_MAX_OUT["cpu"]) == (out_f == 4)
+    params, grid = layer_params(jax.random.key(k), 5, out_f, 7, k, scaler)
     x = jax.random.uniform(jax.random.key(9), (33, 5), jnp.float64, -1.6, 1.6)  # some outside the grid
     want = numpy_spline_branch(params, grid, x, k)
     for strategy in ("unrolled", "dense", "local"):
@@ -187,7 +189,7 @@ def test_strategies_agree_with_reference_values_and_gradients(k, scaler):
     # Coefficient gradient against the hand derivation: d/dW_ijo sum_b g_bo s_oi B_j(x_bi).
     y = numpy_spline_branch(params, grid, x, k)
     bases = oracle_bases(np.asarray(x), np.asarray(grid), k)
-    s = np.asarray(params["spline_scaler"]) if scaler else np.ones((4, 5))
+    s = np.asarray(params["spline_scaler"]) if scaler else np.ones((out_f, 5))
     want_dw = np.einsum("bo,bij,oi->ijo", np.cos(y), bases, s)
     np.testing.assert_allclose(np.asarray(g_local[0]["spline_weight"]), want_dw, rtol=1e-10, atol=1e-12)
 
