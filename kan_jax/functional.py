@@ -4,22 +4,23 @@ A layer is a parameter dict and a knot grid::
 
     params = {"base_weight":   (out, in),
               "spline_weight": (in, n, out),      # n = G + k
-              "spline_scaler": (out, in)}         # optional
+              "spline_scaler": (in, out)}         # optional
     grid = (in, G + 2k + 1)
 
-``base_weight`` and ``spline_scaler`` are laid out as in efficient-kan (PyTorch's ``(out, in)``).
-``spline_weight`` is stored as the right operand of the spline product, ``(in, n, out)``, which
-is efficient-kan's ``(out, in, n)`` transposed by ``(1, 2, 0)``: the product, the gather of
-coefficient rows and their gradients (the scatter-add) then all work on contiguous ``(in·n,
-out)`` rows, and an optimizer's elementwise update reads the gradient in the order it was
-written (on XLA:CPU the transposed layout made Adam's update of a G = 500 layer 3× slower).
+``base_weight`` is laid out as in efficient-kan (PyTorch's ``(out, in)``). The two tensors of
+the spline branch are stored in the order of its product, inputs first and outputs last:
+``spline_weight`` ``(in, n, out)`` and ``spline_scaler`` ``(in, out)``, efficient-kan's
+``(out, in, n)`` and ``(out, in)`` transposed. The product, the gather of coefficient rows and
+their gradients (the scatter-add) then all work on contiguous ``(in·n, out)`` rows, and an
+optimizer's elementwise update reads the gradient in the order it was written (on XLA:CPU the
+transposed layouts made Adam's update of a G = 500 layer 3× slower).
 :func:`kan_jax.layers.from_efficient_kan` and :func:`kan_jax.layers.to_efficient_kan` convert.
 
 and computes, for ``x`` of shape ``(..., in)``,
 
 .. math::
     y_o = \\sum_i \\operatorname{silu}(x_i)\\, W_{b,oi}
-        + \\sum_i s_{oi} \\sum_j B_j(x_i)\\, W_{s,ijo},
+        + \\sum_i s_{io} \\sum_j B_j(x_i)\\, W_{s,ijo},
 
 ``B`` being the order-``k`` B-spline bases on input ``i``'s knot row
 (:mod:`kan_jax.splines`). Only ``k + 1`` of the ``n`` bases are non-zero at any point, so the
@@ -455,7 +456,8 @@ def _init_params(
         ),
     }
     if own_scaler:
-        params["spline_scaler"] = kaiming_uniform(sqrt5 * scale_spline)(k_scaler, (out_features, in_features), dtype)
+        # Drawn as (out, in) (fan-in and bits as efficient-kan's layout), stored as (in, out).
+        params["spline_scaler"] = kaiming_uniform(sqrt5 * scale_spline)(k_scaler, (out_features, in_features), dtype).T
     return params
 
 
@@ -586,6 +588,12 @@ def spline_order_of(params: Params, grid: jax.Array) -> int:
             f"{tuple(base.shape)}: expected spline_weight (in={base.shape[1]}, n, out={base.shape[0]}) "
             "(efficient-kan's (out, in, n) converts with jnp.transpose(w, (1, 2, 0)))"
         )
+    scaler = params.get("spline_scaler")
+    if scaler is not None and tuple(scaler.shape) != (w.shape[0], w.shape[2]):
+        raise ValueError(
+            f"spline_scaler must have shape (in={w.shape[0]}, out={w.shape[2]}), got {tuple(scaler.shape)} "
+            "(efficient-kan's (out, in) converts with its transpose)"
+        )
     if grid.ndim != 2 or grid.shape[0] != w.shape[0]:
         raise ValueError(
             f"grid must have shape (in={w.shape[0]}, M) for spline_weight of shape (in, n, out) = "
@@ -601,10 +609,10 @@ def spline_order_of(params: Params, grid: jax.Array) -> int:
 
 
 def scaled_spline_weight(params: Params) -> jax.Array:
-    """``W_s,ijo · s_oi`` of shape ``(in, n, out)`` (``spline_weight`` itself without a scaler)."""
+    """``W_s,ijo · s_io`` of shape ``(in, n, out)`` (``spline_weight`` itself without a scaler)."""
     w = params["spline_weight"]
     scaler = params.get("spline_scaler")
-    return w if scaler is None else w * jnp.transpose(scaler)[:, None, :]
+    return w if scaler is None else w * scaler[:, None, :]
 
 
 def _gather_windows(w: jax.Array, start: jax.Array, width: int) -> jax.Array:
@@ -627,7 +635,7 @@ def _gather_windows(w: jax.Array, start: jax.Array, width: int) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("strategy",))
 def spline_branch(params: Params, grid: jax.Array, x: jax.Array, strategy: str = "auto") -> jax.Array:
-    r"""The spline branch :math:`\sum_i s_{oi} \sum_j B_j(x_i) W_{s,ijo}` of a layer.
+    r"""The spline branch :math:`\sum_i s_{io} \sum_j B_j(x_i) W_{s,ijo}` of a layer.
 
     Parameters
     ----------
@@ -661,7 +669,7 @@ def spline_branch(params: Params, grid: jax.Array, x: jax.Array, strategy: str =
             w_t = jnp.transpose(w, (2, 0, 1))
             scaler = params.get("spline_scaler")
             if scaler is not None:
-                w_t = w_t * scaler.astype(x.dtype)[:, :, None]
+                w_t = w_t * jnp.transpose(scaler).astype(x.dtype)[:, :, None]
             return lax.dot_general(bases, w_t.reshape(out_features, -1), (((1,), (1,)), ((), ())))
         # (B, in * n) @ (in * n, out), the weight in its own layout: no transposes.
         w_scaled = scaled_spline_weight({**params, "spline_weight": w}).astype(x.dtype)
@@ -718,13 +726,13 @@ def _layer_sum(params: Params, grid: jax.Array, x: jax.Array, activated: jax.Arr
 
 
 def _spline_outputs_per_edge(params: Params, grid: jax.Array, x: jax.Array) -> jax.Array:
-    """``y[b, i, o] = s_oi · sum_j B_j(x_bi) W_oij`` from the local bases: shape ``(B, in, out)``."""
+    """``y[b, i, o] = s_io · sum_j B_j(x_bi) W_ijo`` from the local bases: shape ``(B, in, out)``."""
     k = spline_order_of(params, grid)
     start, values = splines.local_bases(x, grid, k)
     windows = _gather_windows(params["spline_weight"].astype(x.dtype), start, k + 1)
     y = jnp.einsum("biq,biqo->bio", values, windows)
     scaler = params.get("spline_scaler")
-    return y if scaler is None else y * scaler.T.astype(x.dtype)
+    return y if scaler is None else y * scaler.astype(x.dtype)
 
 
 @functools.partial(jax.jit, static_argnames=("grid_size", "spline_order"))
@@ -740,7 +748,7 @@ def layer_update_grid(
 ) -> tuple[dict[str, jax.Array], jax.Array]:
     r"""Adapt the grid to samples and refit the splines so the layer's function is kept.
 
-    The per-edge spline outputs :math:`y_{b,i,o} = s_{oi} \sum_j B_j(x_{b,i})\, W_{s,ijo}`
+    The per-edge spline outputs :math:`y_{b,i,o} = s_{io} \sum_j B_j(x_{b,i})\, W_{s,ijo}`
     on the samples are computed on the old grid (from the local bases); the new grid is
     :func:`kan_jax.splines.adaptive_grid` of the samples (``grid_size`` intervals, by default
     the current ``G``: a grid *update*; another value refines or coarsens the grid, pykan's
@@ -787,7 +795,7 @@ def layer_update_grid(
     new_grid = new_grid.astype(grid.dtype)
     scaler = params.get("spline_scaler")
     if scaler is not None:
-        s = jnp.transpose(scaler)[:, None, :].astype(fit_dtype)
+        s = scaler[:, None, :].astype(fit_dtype)
         fitted = jnp.where(s == 0, 0.0, fitted / jnp.where(s == 0, 1.0, s))
     new_params = dict(params)
     new_params["spline_weight"] = fitted.astype(w.dtype)

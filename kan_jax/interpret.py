@@ -10,7 +10,7 @@ A network is a :class:`KANNet` ``(params, state, spec)``:
 
 ``params`` (trainable, a list with one dict per layer)
     the layer parameters of :mod:`kan_jax.functional`: ``base_weight (out, in)``,
-    ``spline_weight (in, G + k, out)``, optional ``spline_scaler (out, in)``, plus ``affine
+    ``spline_weight (in, G + k, out)``, optional ``spline_scaler (in, out)``, plus ``affine
     (out, in, 4)``:
     the parameters ``(a, b, c, d)`` of the symbolic form ``c f(a x + b) + d`` of every edge
     (used only by snapped edges, so snapped edges stay trainable).
@@ -129,7 +129,7 @@ def from_params(
     ----------
     layer_params:
         One layer parameter dict per layer, as in :mod:`kan_jax.functional` (``base_weight
-        (out, in)``, ``spline_weight (in, G + k, out)``, optional ``spline_scaler (out, in)``).
+        (out, in)``, ``spline_weight (in, G + k, out)``, optional ``spline_scaler (in, out)``).
     grids:
         One knot grid ``(in, G + 2k + 1)`` per layer.
     base_activation:
@@ -167,6 +167,10 @@ def from_params(
         lp = {"base_weight": bw, "spline_weight": sw}
         if p.get("spline_scaler") is not None:
             lp["spline_scaler"] = jnp.asarray(p["spline_scaler"])
+            if lp["spline_scaler"].shape != (in_f, out_f):
+                raise ValueError(
+                    f"layer {idx}: expected spline_scaler (in={in_f}, out={out_f}), got {tuple(lp['spline_scaler'].shape)}"
+                )
         affine = jnp.zeros((out_f, in_f, 4), bw.dtype).at[..., 0].set(1.0).at[..., 2].set(1.0)
         lp["affine"] = affine
         params.append(lp)
@@ -475,8 +479,8 @@ def _kept_nodes(acts: Sequence[jax.Array], threshold: float) -> list[np.ndarray]
 
 def _slice_layer(lp: LayerParams, ls: LayerState, rows: np.ndarray, cols: np.ndarray):
     r, c = np.flatnonzero(rows), np.flatnonzero(cols)
-    # Edge tensors are (out, in, ...), except spline_weight (in, n, out).
-    new_p = {k: (v[c][..., r] if k == "spline_weight" else v[r][:, c]) for k, v in lp.items()}
+    # Edge tensors are (out, in, ...), except the spline ones: (in, n, out) and (in, out).
+    new_p = {k: (v[c][..., r] if k in ("spline_weight", "spline_scaler") else v[r][:, c]) for k, v in lp.items()}
     new_s = {k: (v[c] if k == "grid" else v[r][:, c]) for k, v in ls.items()}
     return new_p, new_s
 
@@ -564,7 +568,7 @@ def _refit_layer(lp, grid, x, spline_order, grid_eps, margin):
     fitted = splines.fit_spline_coefficients(x, y, new_grid, k)
     scaler = lp.get("spline_scaler")
     if scaler is not None:
-        s = jnp.transpose(scaler)[:, None, :].astype(fit_dtype)
+        s = scaler[:, None, :].astype(fit_dtype)
         fitted = jnp.where(s == 0, 0.0, fitted / jnp.where(s == 0, 1.0, s))
     return fitted.astype(lp["spline_weight"].dtype), new_grid.astype(grid.dtype)
 

@@ -17,10 +17,10 @@ the direction to the norm of the matching filter of the parameters [Li2018]_:
 
 A filter is the slice belonging to one output unit:
 
-* KAN layers (``kan_jax.layers``): for ``base_weight`` ``(out, in)`` and ``spline_scaler``
-  ``(out, in)`` the filter ``o`` is the axis-0 slice ``[o]``, for ``spline_weight``
-  ``(in, G + k, out)`` the last-axis slice ``[..., o]``: all incoming edges of output node
-  ``o`` (for ``spline_weight``, every B-spline coefficient of those edges). Normalising the base, spline and
+* KAN layers (``kan_jax.layers``): for ``base_weight`` ``(out, in)`` the filter ``o`` is the
+  axis-0 slice ``[o]``, for ``spline_weight`` ``(in, G + k, out)`` and ``spline_scaler``
+  ``(in, out)`` the last-axis slice ``[..., o]``: all incoming edges of output node ``o`` (for
+  ``spline_weight``, every B-spline coefficient of those edges). Normalising the base, spline and
   scaler tensors separately keeps their very different scales (``spline_weight`` starts near
   ``scale_noise / G``) apart.
 * Any other array with ``ndim >= 2`` also uses axis 0 (PyTorch / conv-filter convention),
@@ -193,8 +193,8 @@ def filter_axis(path: tuple, leaf: Array) -> int:
     """Axis indexing the filters (output units) of a parameter leaf.
 
     ``-1`` (last axis) for leaves whose name is ``kernel`` (Flax ``Dense``/``Conv`` store output
-    features last) or ``spline_weight`` (a KAN layer's ``(in, G + k, out)``), ``0`` otherwise
-    (``base_weight`` and ``spline_scaler`` ``(out, in)``, PyTorch layouts).
+    features last), ``spline_weight`` or ``spline_scaler`` (a KAN layer's ``(in, G + k, out)``
+    and ``(in, out)``), ``0`` otherwise (``base_weight`` ``(out, in)``, PyTorch layouts).
 
     Parameters
     ----------
@@ -210,7 +210,7 @@ def filter_axis(path: tuple, leaf: Array) -> int:
     if path:
         last = path[-1]
         name = getattr(last, "key", getattr(last, "name", None))
-    return -1 if name in ("kernel", "spline_weight") else 0
+    return -1 if name in ("kernel", "spline_weight", "spline_scaler") else 0
 
 
 def _normalize_leaf(d, t, axis, vector_mode):

@@ -3,7 +3,7 @@
 Variables of a KAN layer live in two collections::
 
     {"params": {"base_weight": (out, in), "spline_weight": (in, G + k, out),
-                "spline_scaler": (out, in)},
+                "spline_scaler": (in, out)},
      "grid":   {"grid": (in, G + 2k + 1)}}
 
 The grid is state, not a parameter: an optimizer over ``variables["params"]`` never sees it,
@@ -96,7 +96,7 @@ def _config_of(module: Any) -> F.KANLayerConfig:
 class KANLinear(_KANLayerFields):
     """A Kolmogorov-Arnold layer: SiLU base branch plus learnable B-spline edges.
 
-    ``y = base_activation(x) @ base_weight.T + B(x) @ (spline_weight * spline_scaler.T)``,
+    ``y = base_activation(x) @ base_weight.T + B(x) @ (spline_weight * spline_scaler[:, None])``,
     with ``B(x)`` the ``(B, in·n)`` order-``k`` B-spline bases of every input on its knot grid,
     ``spline_weight`` of shape ``(in, n, out)`` read as ``(in·n, out)``
     (:mod:`kan_jax.functional` gives the maths and :mod:`kan_jax.splines` the bases).
@@ -450,7 +450,8 @@ def from_efficient_kan(state_dict: Mapping[str, Any], dtype: Dtype = jnp.float32
         ``{"params": {"layers_i": {...}}, "grid": {"layers_i": {"grid": ...}}}``; outputs of
         ``KAN(...).apply`` equal efficient-kan's (same formula, including the scaler).
         ``spline_weight`` is transposed from efficient-kan's ``(out, in, n)`` to this
-        library's ``(in, n, out)``; the other tensors keep their layout.
+        library's ``(in, n, out)`` and ``spline_scaler`` from ``(out, in)`` to ``(in, out)``;
+        ``base_weight`` keeps its layout.
     """
     layers: dict[int, dict[str, np.ndarray]] = {}
     for name, value in state_dict.items():
@@ -490,6 +491,8 @@ def from_efficient_kan(state_dict: Mapping[str, Any], dtype: Dtype = jnp.float32
             key: jnp.asarray(layer[key], dtype) for key in ("base_weight", "spline_weight", "spline_scaler") if key in layer
         }
         params[name]["spline_weight"] = jnp.transpose(params[name]["spline_weight"], (1, 2, 0))  # (in, n, out)
+        if "spline_scaler" in params[name]:
+            params[name]["spline_scaler"] = params[name]["spline_scaler"].T  # (in, out)
         grids[name] = {"grid": jnp.asarray(layer["grid"], dtype)}
     return {"params": params, "grid": grids}
 
@@ -497,7 +500,8 @@ def from_efficient_kan(state_dict: Mapping[str, Any], dtype: Dtype = jnp.float32
 def to_efficient_kan(variables: Variables) -> dict[str, np.ndarray]:
     """An efficient-kan ``state_dict`` (NumPy arrays) from :class:`KAN` variables.
 
-    ``spline_weight`` is transposed back to efficient-kan's ``(out, in, n)``.
+    ``spline_weight`` and ``spline_scaler`` are transposed back to efficient-kan's ``(out, in, n)``
+    and ``(out, in)``.
 
     Load it in PyTorch with ``model.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``.
     """
@@ -507,6 +511,10 @@ def to_efficient_kan(variables: Variables) -> dict[str, np.ndarray]:
         i = int(name.split("_")[-1])
         for key, value in params[name].items():
             value = np.asarray(value)
-            state[f"layers.{i}.{key}"] = np.ascontiguousarray(value.transpose(2, 0, 1)) if key == "spline_weight" else value
+            if key == "spline_weight":
+                value = value.transpose(2, 0, 1)
+            elif key == "spline_scaler":
+                value = value.T
+            state[f"layers.{i}.{key}"] = np.ascontiguousarray(value)
         state[f"layers.{i}.grid"] = np.asarray(grids[name]["grid"])
     return state

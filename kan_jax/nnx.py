@@ -5,7 +5,7 @@ fields as the Linen fronts in :mod:`kan_jax.layers`). A layer holds::
 
     base_weight    nnx.Param  (out, in)
     spline_weight  nnx.Param  (in, G + k, out)   # efficient-kan's (out, in, G + k) transposed
-    spline_scaler  nnx.Param  (out, in)          # only with enable_standalone_scale_spline
+    spline_scaler  nnx.Param  (in, out)          # only with enable_standalone_scale_spline
     grid           Grid       (in, G + 2k + 1)   # state, not a parameter
 
 :class:`Grid` is an ``nnx.Variable`` subclass that is *not* an ``nnx.Param``, so
@@ -68,7 +68,7 @@ def _make_config(config: Optional[F.KANLayerConfig], options: dict[str, Any]) ->
 class KANLinear(nnx.Module):
     """A Kolmogorov-Arnold layer (efficient-kan formulation) as a Flax NNX module.
 
-    ``y = base_activation(x) @ base_weight.T + B(x) @ (spline_weight * spline_scaler.T)``,
+    ``y = base_activation(x) @ base_weight.T + B(x) @ (spline_weight * spline_scaler[:, None])``,
     with ``B(x)`` the ``(B, in·n)`` order-``k`` B-spline bases of every input on its knot grid
     and ``spline_weight`` ``(in, n, out)`` read as ``(in·n, out)`` (see
     :mod:`kan_jax.functional`). Initialisation follows efficient-kan: ``base_weight`` and
@@ -97,7 +97,7 @@ class KANLinear(nnx.Module):
     spline_weight : nnx.Param
         ``(in, G + k, out)``.
     spline_scaler : nnx.Param or None
-        ``(out, in)``, ``None`` without ``enable_standalone_scale_spline``.
+        ``(in, out)``, ``None`` without ``enable_standalone_scale_spline``.
     grid : Grid
         ``(in, G + 2k + 1)``, not a parameter.
 

@@ -15,8 +15,8 @@ Meshes built here have three named axes, any of which may have size 1:
     the batch axis of every minibatch (data parallelism: one gradient all-reduce per step);
 ``"model"``
     the output axis of the large layer weights (the last axis of ``spline_weight``
-    ``(in, G+k, out)``, the first of ``base_weight`` and ``spline_scaler`` ``(out, in)``), for
-    layers too large for one device's memory.
+    ``(in, G+k, out)`` and ``spline_scaler`` ``(in, out)``, the first of ``base_weight``
+    ``(out, in)``), for layers too large for one device's memory.
 
 Data parallelism keeps the meaning of a step exactly: a minibatch of ``B`` samples is split into
 ``D`` slices of ``B / D``; the loss is the masked mean over all ``B`` (the padded last batch
@@ -209,7 +209,7 @@ def param_specs(params: Any, mesh: Mesh, *, seed_axis: bool = False, shard_model
         shape = np.shape(leaf)[len(lead):]
         rest = [None] * len(shape)
         name = _leaf_name(path)
-        axis = -1 if name == "spline_weight" else 0  # the output axis
+        axis = -1 if name in ("spline_weight", "spline_scaler") else 0  # the output axis
         if shard_model and model_size > 1 and name in _MODEL_SHARDED_LEAVES and shape and shape[axis] % model_size == 0:
             rest[axis] = MODEL_AXIS
         return P(*lead, *rest)

@@ -35,9 +35,9 @@ def np_bases(x: np.ndarray, grid: np.ndarray, k: int) -> np.ndarray:
 
 
 def np_edges(lp: dict, grid: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
-    """Edge functions phi[b, o, i] = bw[o,i] silu(x_i) + sum_j B_j(x_i) sw[i,j,o] scaler[o,i]."""
+    """Edge functions phi[b, o, i] = bw[o,i] silu(x_i) + sum_j B_j(x_i) sw[i,j,o] scaler[i,o]."""
     silu = x / (1 + np.exp(-x))
-    w = np.asarray(lp["spline_weight"]) * np.asarray(lp["spline_scaler"]).T[:, None, :]  # (in, n, out)
+    w = np.asarray(lp["spline_weight"]) * np.asarray(lp["spline_scaler"])[:, None, :]  # (in, n, out)
     return silu[:, None, :] * np.asarray(lp["base_weight"])[None] + np.einsum("bij,ijo->boi", np_bases(x, grid, k), w)
 
 

@@ -22,7 +22,7 @@ def kan_like_params(key, dtype=jnp.float64, out=3, inp=4, g_plus_k=8):
         "kan": {
             "base_weight": jax.random.normal(k[0], (out, inp), dtype),
             "spline_weight": 0.1 * jax.random.normal(k[1], (inp, g_plus_k, out), dtype),
-            "spline_scaler": jax.random.normal(k[2], (out, inp), dtype),
+            "spline_scaler": jax.random.normal(k[2], (inp, out), dtype),
         },
         "dense": {"kernel": jax.random.normal(k[3], (inp, out), dtype), "bias": jax.random.normal(k[4], (out,), dtype)},
     }
@@ -32,7 +32,7 @@ def model_loss(params, data):
     """A small nonlinear loss touching every leaf."""
     x, y = data
     kan = params["kan"]
-    h = jnp.tanh(x @ kan["base_weight"].T) + jnp.sin(x @ (kan["spline_weight"].sum(1) * kan["spline_scaler"].T))
+    h = jnp.tanh(x @ kan["base_weight"].T) + jnp.sin(x @ (kan["spline_weight"].sum(1) * kan["spline_scaler"]))
     out = h @ params["dense"]["kernel"].T + params["dense"]["bias"][: x.shape[1]].sum()
     return jnp.mean((out - y) ** 2)
 
@@ -83,14 +83,14 @@ def test_slice_2d_equals_python_loop_and_uses_filter_normalised_directions():
 
 def test_filter_normalisation_matches_parameter_row_norms():
     """Property: each filter of the normalised direction has the norm of the matching parameter
-    filter (axis-0 rows of base_weight and spline_scaler, the last axis of spline_weight and of a
-    Flax kernel); 1-D leaves zeroed
+    filter (axis-0 rows of base_weight, the last axis of spline_weight, spline_scaler and a Flax
+    kernel); 1-D leaves zeroed
     by default, rescaled as a whole with vector_mode="whole"."""
     theta = kan_like_params(jax.random.key(6))
     d = random_direction(jax.random.key(7), theta)  # filter-normalised by default
     for name in ("base_weight", "spline_weight", "spline_scaler"):
         t, u = np.asarray(theta["kan"][name]), np.asarray(d["kan"][name])
-        axes = (0, 1) if name == "spline_weight" else (1,)  # all but the output axis
+        axes = tuple(range(t.ndim - 1)) if name != "base_weight" else (1,)  # all but the output axis
         np.testing.assert_allclose(np.sqrt((u**2).sum(axes)), np.sqrt((t**2).sum(axes)), rtol=1e-12)
     t, u = np.asarray(theta["dense"]["kernel"]), np.asarray(d["dense"]["kernel"])
     np.testing.assert_allclose(np.linalg.norm(u, axis=0), np.linalg.norm(t, axis=0), rtol=1e-12)

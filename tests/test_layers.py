@@ -108,6 +108,10 @@ def test_spline_weight_in_efficient_kan_layout_is_rejected_with_the_conversion()
     grid = variables["grid"]["layers_0"]["grid"]
     with pytest.raises(ValueError, match=r"expected spline_weight \(in=3, n, out=4\).*transpose"):
         kan_jax.functional.layer_apply(lp, grid, jnp.zeros((1, 3), jnp.float32))
+    lp = {**variables["params"]["layers_0"]}
+    lp["spline_scaler"] = lp["spline_scaler"].T  # efficient-kan's (out, in)
+    with pytest.raises(ValueError, match=r"spline_scaler must have shape \(in=3, out=4\), got \(4, 3\)"):
+        kan_jax.functional.layer_apply(lp, grid, jnp.zeros((1, 3), jnp.float32))
 
 
 def test_leading_batch_dims_and_variable_layout():
@@ -199,8 +203,8 @@ def test_update_grid_keeps_function_exactly_when_grid_is_representable():
     p0, p1 = variables["params"]["layers_0"], new["params"]["layers_0"]
     np.testing.assert_allclose(np.asarray(p1["spline_scaler"]), np.asarray(p0["spline_scaler"]))
     np.testing.assert_allclose(
-        np.asarray(p1["spline_weight"] * p1["spline_scaler"].T[:, None, :]),
-        np.asarray(p0["spline_weight"] * p0["spline_scaler"].T[:, None, :]),
+        np.asarray(p1["spline_weight"] * p1["spline_scaler"][:, None, :]),
+        np.asarray(p0["spline_weight"] * p0["spline_scaler"][:, None, :]),
         atol=1e-5,
     )
 

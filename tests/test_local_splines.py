@@ -161,7 +161,7 @@ def numpy_spline_branch(params, grid, x, k):
     bases = oracle_bases(np.asarray(x), np.asarray(grid), k)  # (B, in, n)
     w = np.asarray(params["spline_weight"])  # (in, n, out)
     if "spline_scaler" in params:
-        w = w * np.asarray(params["spline_scaler"]).T[:, None, :]
+        w = w * np.asarray(params["spline_scaler"])[:, None, :]  # (in, out)
     return np.einsum("bij,ijo->bo", bases, w)
 
 
@@ -186,11 +186,11 @@ def test_strategies_agree_with_reference_values_and_gradients(k, scaler, out_f):
     for a, b, c in zip(jax.tree.leaves(g_dense), jax.tree.leaves(g_local), jax.tree.leaves(g_unrolled)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(np.asarray(c), np.asarray(a), rtol=1e-10, atol=1e-12)
-    # Coefficient gradient against the hand derivation: d/dW_ijo sum_b g_bo s_oi B_j(x_bi).
+    # Coefficient gradient against the hand derivation: d/dW_ijo sum_b g_bo s_io B_j(x_bi).
     y = numpy_spline_branch(params, grid, x, k)
     bases = oracle_bases(np.asarray(x), np.asarray(grid), k)
-    s = np.asarray(params["spline_scaler"]) if scaler else np.ones((out_f, 5))
-    want_dw = np.einsum("bo,bij,oi->ijo", np.cos(y), bases, s)
+    s = np.asarray(params["spline_scaler"]) if scaler else np.ones((5, out_f))
+    want_dw = np.einsum("bo,bij,io->ijo", np.cos(y), bases, s)
     np.testing.assert_allclose(np.asarray(g_local[0]["spline_weight"]), want_dw, rtol=1e-10, atol=1e-12)
 
 
@@ -203,7 +203,7 @@ def test_gather_gradient_sums_samples_in_the_same_interval():
     x = jnp.asarray(np.random.default_rng(1).uniform(0.21, 0.39, size=(64, 3)))  # inside [0.2, 0.4)
     assert len(np.unique(np.asarray(splines.find_intervals(x, grid)))) == 1
     bases = oracle_bases(np.asarray(x), np.asarray(grid), k)
-    want = np.einsum("bij,oi->ijo", bases, np.asarray(params["spline_scaler"]))
+    want = np.einsum("bij,io->ijo", bases, np.asarray(params["spline_scaler"]))
     for strategy in ("local", "dense", "unrolled"):
         g = jax.grad(lambda p: jnp.sum(F.spline_branch(p, grid, x, strategy)))(params)["spline_weight"]
         np.testing.assert_allclose(np.asarray(g), want, rtol=1e-12, atol=1e-12, err_msg=strategy)
@@ -358,8 +358,9 @@ def test_init_layer_draws_are_jax_random_uniform():
     k_base, _, k_scaler = jax.random.split(key, 3)
     for name, k_, scale in (("base_weight", k_base, 2.0), ("spline_scaler", k_scaler, 0.5)):
         bound = math.sqrt(6.0 / ((1.0 + 5.0 * scale**2) * in_f))
-        want = jax.random.uniform(k_, (out_f, in_f), jnp.float32, -bound, bound)
-        np.testing.assert_allclose(np.asarray(params[name]), np.asarray(want), rtol=1e-6, err_msg=name)
+        want = jax.random.uniform(k_, (out_f, in_f), jnp.float32, -bound, bound)  # (out, in) draws
+        got = params[name] if name == "base_weight" else params[name].T  # the scaler is stored (in, out)
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, err_msg=name)
 
 
 def test_one_configuration_for_both_fronts():

@@ -63,7 +63,7 @@ def smooth_splines(layer: KANLinear, seed: int, amplitude: float = 1.0) -> None:
     grid = layer.grid[...]
     greville = jnp.stack([grid[:, j + 1 : j + k + 1].mean(-1) for j in range(grid.shape[1] - k - 1)], -1)
     scaled = c * jnp.sin(w * greville[..., None] + p)
-    scaler = layer.spline_scaler[...].T[:, None, :] if layer.spline_scaler is not None else 1.0
+    scaler = layer.spline_scaler[...][:, None, :] if layer.spline_scaler is not None else 1.0
     layer.spline_weight[...] = (scaled / scaler).astype(f32)
 
 
@@ -109,7 +109,7 @@ def test_initialisation_and_state_layout():
     assert (layer.in_features, layer.out_features, layer.grid_size) == (2, 3, 5)
     assert layer.base_weight.shape == (3, 2)
     assert layer.spline_weight.shape == (2, 8, 3)  # (in, n, out)
-    assert layer.spline_scaler.shape == (3, 2)
+    assert layer.spline_scaler.shape == (2, 3)  # (in, out)
     assert layer.grid.shape == (2, 12)
     assert all(v.dtype == f32 for v in jax.tree.leaves(nnx.state(model)))
     # Kaiming-uniform bounds (+-1/sqrt(in) at scale 1); the spline init is small noise.
