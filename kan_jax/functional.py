@@ -442,8 +442,8 @@ def _init_params(
     own_scaler: bool,
     dtype: Dtype,
 ) -> dict[str, jax.Array]:
-    # One small compiled program per layer shape: random draws and one matrix product with
-    # the spline fit ``fit`` (factors computed on the host); the scales are traced.
+    # One small compiled program per layer shape: random draws and the spline fit ``fit`` of
+    # the noise (its factors computed on the host); the scales are traced.
     fit_dtype = jax.tree.leaves(fit)[0].dtype
     k_base, k_spline, k_scaler = jax.random.split(key, 3)
     sqrt5 = math.sqrt(5.0)
@@ -662,17 +662,13 @@ def spline_branch(params: Params, grid: jax.Array, x: jax.Array, strategy: str =
             bases = splines.basis_matrix(x, grid.astype(x.dtype), k)
         else:
             bases = splines.unrolled_bases(x, grid.astype(x.dtype), k).reshape(x.shape[0], -1)
-        backend = jax.default_backend()
-        if out_features < DENSE_TRANSPOSED_MAX_OUT.get(backend, 0):
+        w_scaled = scaled_spline_weight({**params, "spline_weight": w}).astype(x.dtype)
+        if out_features < DENSE_TRANSPOSED_MAX_OUT.get(jax.default_backend(), 0):
             # Narrow layers: the product against the weight turned to (out, in * n), so that
             # the weight gradient comes out as out long rows.
-            w_t = jnp.transpose(w, (2, 0, 1))
-            scaler = params.get("spline_scaler")
-            if scaler is not None:
-                w_t = w_t * jnp.transpose(scaler).astype(x.dtype)[:, :, None]
-            return lax.dot_general(bases, w_t.reshape(out_features, -1), (((1,), (1,)), ((), ())))
+            w_t = jnp.transpose(w_scaled, (2, 0, 1)).reshape(out_features, -1)
+            return lax.dot_general(bases, w_t, (((1,), (1,)), ((), ())))
         # (B, in * n) @ (in * n, out), the weight in its own layout: no transposes.
-        w_scaled = scaled_spline_weight({**params, "spline_weight": w}).astype(x.dtype)
         return jnp.dot(bases, w_scaled.reshape(-1, out_features))
     if strategy != "local":
         raise ValueError(f"strategy must be one of {SPLINE_STRATEGIES}, got {strategy!r}")
