@@ -73,15 +73,30 @@ def uniform_grid(
     dtype:
         Floating dtype of the result.
     """
+    knots = uniform_knots_host(grid_size, spline_order, grid_range, dtype)
+    if in_features is None:
+        return jnp.asarray(knots)
+    if in_features < 1:
+        raise ValueError(f"in_features must be >= 1, got {in_features}")
+    return jnp.asarray(np.broadcast_to(knots, (in_features, knots.shape[0])))  # built on the host
+
+
+def uniform_knots_host(
+    grid_size: int,
+    spline_order: int,
+    grid_range: tuple[float, float] = (-1.0, 1.0),
+    dtype: jnp.dtype = jnp.float32,
+) -> np.ndarray:
+    """The knot row of :func:`uniform_grid` as a NumPy array of ``dtype``, shape ``(G + 2k + 1,)``.
+
+    Computed in float64 and rounded once to ``dtype``, on the host: reading it needs no device
+    round trip (which would wait for every computation already dispatched).
+    """
     validate_grid_args(grid_size, spline_order, grid_range)
     lo, hi = float(grid_range[0]), float(grid_range[1])
     h = (hi - lo) / grid_size
     knots = np.arange(-spline_order, grid_size + spline_order + 1) * h + lo
-    if in_features is None:
-        return jnp.asarray(knots, dtype=dtype)
-    if in_features < 1:
-        raise ValueError(f"in_features must be >= 1, got {in_features}")
-    return jnp.asarray(np.broadcast_to(knots, (in_features, knots.shape[0])), dtype=dtype)  # built on the host
+    return knots.astype(jnp.dtype(dtype))
 
 
 def num_bases(grid: jax.Array, spline_order: int) -> int:
