@@ -77,6 +77,13 @@ def test_uniform_grid_matches_formula():
     expected = -1.0 + h * np.arange(-3, 5 + 3 + 1)
     assert g.shape == (3, 12)
     np.testing.assert_allclose(g, np.broadcast_to(expected, (3, 12)), atol=1e-15)
+    # The host row: a NumPy array (reading it needs no device), the float64 formula rounded once.
+    row = splines.uniform_knots_host(5, 3, (-1.0, 1.0), jnp.float32)
+    assert isinstance(row, np.ndarray) and row.dtype == np.float32
+    np.testing.assert_array_equal(row, expected.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(splines.uniform_grid(5, 3, (-1.0, 1.0), dtype=jnp.bfloat16)), expected.astype(jnp.bfloat16))
+    with pytest.raises(ValueError, match="grid_size"):
+        splines.uniform_knots_host(0, 3)
 
 
 def test_fit_coefficients_equals_numpy_lstsq():
