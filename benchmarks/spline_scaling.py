@@ -63,15 +63,22 @@ INIT_REPEATS = 3
 
 
 def jax_step_timings(
-    widths: list[int], grid_size: int, strategy: str, batch: int, scan_steps: int, repeats: int, key: int = 0
+    widths: list[int],
+    grid_size: int,
+    strategy: str,
+    batch: int,
+    scan_steps: int,
+    repeats: int,
+    key: int = 0,
+    init_repeats: int = INIT_REPEATS,
 ) -> dict[str, float]:
-    """Init time, compile time and per-step time (inside a scan) of an Adam step of a KAN."""
+    """Init time (best of ``init_repeats`` first calls), compile time and per-step time (inside a scan) of an Adam step of a KAN."""
     model = KAN(widths, grid_size=grid_size, spline_strategy=strategy)
     rng = np.random.default_rng(key)
     xs = jnp.asarray(rng.uniform(-1, 1, size=(scan_steps, batch, widths[0])).astype(np.float32))
     ys = jnp.asarray(rng.integers(0, widths[-1], size=(scan_steps, batch)).astype(np.int32))
     init_s = float("inf")
-    for _ in range(INIT_REPEATS):  # best of a few first calls
+    for _ in range(init_repeats):  # best of a few first calls
         jax.clear_caches()  # model.init as a user's first call: compiles its programs
         F._host_pseudo_inverse.cache_clear()  # and factors the spline fit on the host
         F._host_banded_fit.cache_clear()

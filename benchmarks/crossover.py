@@ -1,0 +1,168 @@
+"""The crossovers behind ``"auto"``'s constants on this backend, measured in one run.
+
+``kan_jax.functional`` chooses a layer's spline strategy by three backend-keyed constants whose
+CPU values come from measurements (``benchmarks/RESULTS.md``). This script takes the same
+measurements on whatever backend JAX runs on (meant for a GPU session, where device time is
+short: one command, a few minutes) and prints the values they suggest:
+
+* ``DENSE_MAX_BASES_PER_WINDOW``: one Adam step inside a compiled ``lax.scan``
+  (:func:`benchmarks.spline_scaling.jax_step_timings`) with ``"dense"`` and ``"local"`` at each
+  G of ``--grid-sizes``, for the study's [784, 64, 10] at batch 64 and FlashKAN's [784, 10] at
+  batch 200. The suggested factor is ``(G + k) / (k + 1)`` at the largest G below which dense
+  is faster on the study's shape (the rule is ``dense while G + k <= factor * (k + 1)``).
+* ``UNROLLED_MAX_BASES_AUTO``: a training epoch as the study runs it
+  (:func:`benchmarks.epoch_strategies.epoch_timing`, batches gathered inside the scan) with
+  ``"unrolled"`` and ``"dense"`` at each G of ``--small-grid-sizes``; suggested: the largest
+  ``G + k`` up to which unrolled is faster and compiles in at most ``--max-compile-s``.
+* ``DENSE_TRANSPOSED_MAX_OUT``: a dense step of a [784, out] layer (batch 200, G = 10 and 100)
+  with the product against the ``(in·n, out)`` weight and against it turned to ``(out, in·n)``,
+  for each out of ``--outs``; suggested: the smallest out from which ``(in·n, out)`` is faster.
+
+The tables go to ``benchmarks/RESULTS.md`` between the markers ``crossover <backend>``.
+
+Usage::
+
+    python -m benchmarks.crossover                       # the full sweep
+    python -m benchmarks.crossover --grid-sizes 20 100 --small-grid-sizes 5 --outs 10 64 --no-write
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.epoch_strategies import epoch_timing
+from benchmarks.mnist_study import machine_name
+from benchmarks.spline_scaling import jax_step_timings, write_section
+from kan_jax import functional as F
+
+K = 3  # spline order of every measurement
+
+
+def _step_ms(widths: list[int], grid_size: int, strategy: str, batch: int, args: argparse.Namespace) -> float:
+    return jax_step_timings(widths, grid_size, strategy, batch, args.scan_steps, args.repeats, init_repeats=1)["step_ms"]
+
+
+def dense_local_table(args: argparse.Namespace) -> tuple[str, Optional[float]]:
+    """Dense and local step times per G for both shapes, and the suggested window factor."""
+    shapes = [([784, 64, 10], 64), ([784, 10], 200)]
+    lines = [
+        "| G | [784, 64, 10] b64 dense (ms) | local (ms) | [784, 10] b200 dense (ms) | local (ms) |",
+        "|---|---|---|---|---|",
+    ]
+    dense_wins = []  # on the study's shape
+    for g in args.grid_sizes:
+        cells = []
+        for i, (widths, batch) in enumerate(shapes):
+            dense, local = (_step_ms(widths, g, s, batch, args) for s in ("dense", "local"))
+            cells += [f"{dense:.2f}", f"{local:.2f}"]
+            if i == 0:
+                dense_wins.append((g, dense <= local))
+        lines.append(f"| {g} | " + " | ".join(cells) + " |")
+        print(lines[-1], flush=True)
+    below = [g for g, wins in dense_wins if wins]
+    first_loss = next((g for g, wins in dense_wins if not wins), None)
+    if first_loss is None:
+        suggested = (max(args.grid_sizes) + K) / (K + 1)  # dense wins throughout: at least this
+    else:
+        wins_before = [g for g in below if g < first_loss]
+        suggested = (max(wins_before) + K) / (K + 1) if wins_before else 0.0
+    return "\n".join(lines), suggested
+
+
+def unrolled_table(args: argparse.Namespace) -> tuple[str, int]:
+    """Epoch and compile times of unrolled and dense at small G, and the suggested cap on G + k."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(-1, 1, (args.samples, 784)).astype(np.float32))
+    y = jnp.asarray(rng.integers(0, 10, args.samples).astype(np.int32))
+    lines = [
+        "| G | unrolled epoch (s) | unrolled compile (s) | dense epoch (s) | dense compile (s) |",
+        "|---|---|---|---|---|",
+    ]
+    cap, contiguous = 0, True  # unrolled faster, and compiled within budget, at every G so far
+    for g in sorted(args.small_grid_sizes):
+        (uc, ue), (dc, de) = (epoch_timing(g, s, x, y, repeats=args.repeats) for s in ("unrolled", "dense"))
+        lines.append(f"| {g} | {ue:.3f} | {uc:.2f} | {de:.3f} | {dc:.2f} |")
+        print(lines[-1], flush=True)
+        contiguous &= ue < de and uc <= args.max_compile_s
+        if contiguous:
+            cap = g + K
+    return "\n".join(lines), cap
+
+
+def orientation_table(args: argparse.Namespace) -> tuple[str, int]:
+    """Dense step of a [784, out] layer with each weight orientation, and the suggested threshold."""
+    backend = jax.default_backend()
+    saved = dict(F.DENSE_TRANSPOSED_MAX_OUT)
+    lines = ["| out | G | (in·n, out) (ms) | (out, in·n) (ms) |", "|---|---|---|---|"]
+    transposed_wins: dict[int, bool] = {}
+    try:
+        for out in args.outs:
+            wins = True
+            for g in (10, 100):
+                times = []
+                for threshold in (0, out + 1):  # 0: (in·n, out); out + 1: (out, in·n)
+                    F.DENSE_TRANSPOSED_MAX_OUT[backend] = threshold
+                    jax.clear_caches()  # the orientation is chosen when the step is traced
+                    times.append(_step_ms([784, out], g, "dense", 200, args))
+                lines.append(f"| {out} | {g} | {times[0]:.2f} | {times[1]:.2f} |")
+                print(lines[-1], flush=True)
+                wins &= times[1] < times[0]
+            transposed_wins[out] = wins
+    finally:
+        F.DENSE_TRANSPOSED_MAX_OUT.clear()
+        F.DENSE_TRANSPOSED_MAX_OUT.update(saved)
+    suggested = 0
+    for out in sorted(transposed_wins):  # below the first width where (in·n, out) wins
+        if not transposed_wins[out]:
+            break
+        suggested = out + 1
+    return "\n".join(lines), suggested
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grid-sizes", type=int, nargs="+", default=[10, 20, 50, 100, 150, 200, 300, 500, 1000])
+    parser.add_argument("--small-grid-sizes", type=int, nargs="+", default=[5, 10, 20, 30])
+    parser.add_argument("--outs", type=int, nargs="+", default=[10, 16, 32, 64])
+    parser.add_argument("--samples", type=int, default=60000, help="training inputs of the unrolled/dense epoch")
+    parser.add_argument("--max-compile-s", type=float, default=2.5, help="compile budget of the unrolled bases")
+    parser.add_argument("--scan-steps", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = parser.parse_args(argv)
+    backend = jax.default_backend()
+    print(f"Machine: {machine_name()}; backend {backend}; k = {K}.\n", flush=True)
+    dense_local, factor = dense_local_table(args)
+    unrolled, cap = unrolled_table(args)
+    orientation, max_out = orientation_table(args)
+    current = (
+        F.DENSE_MAX_BASES_PER_WINDOW.get(backend),
+        F.UNROLLED_MAX_BASES_AUTO.get(backend),
+        F.DENSE_TRANSPOSED_MAX_OUT.get(backend, 0),
+    )
+    text = "\n".join([
+        f"## Strategy crossovers on {backend} (`python -m benchmarks.crossover`)\n",
+        f"Machine: {machine_name()}. One Adam step inside a compiled scan of {args.scan_steps} steps, best of "
+        f"{args.repeats}, k = {K}; the unrolled/dense rows are whole training epochs as the study runs them.\n",
+        "Dense against local (`DENSE_MAX_BASES_PER_WINDOW`):\n",
+        dense_local,
+        f"\nUnrolled against dense bases at small G (`UNROLLED_MAX_BASES_AUTO`), [784, 64, 10], {args.samples} "
+        "inputs gathered in batches of 64:\n",
+        unrolled,
+        "\nWeight orientation of the dense product (`DENSE_TRANSPOSED_MAX_OUT`), [784, out] at batch 200:\n",
+        orientation,
+        f"\nSuggested for `{backend}`: DENSE_MAX_BASES_PER_WINDOW {factor:g} (now {current[0]}), "
+        f"UNROLLED_MAX_BASES_AUTO {cap} (now {current[1]}), DENSE_TRANSPOSED_MAX_OUT {max_out} (now {current[2]}).",
+    ])
+    print(text)
+    if not args.no_write:
+        write_section(f"crossover {backend}", text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
