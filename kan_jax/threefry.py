@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["uniform", "uses_unrolled_hash"]
+__all__ = ["threefry2x32", "uniform", "uses_unrolled_hash"]
 
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
 _PARITY = np.uint32(0x1BD11BDA)  # the key schedule's constant
