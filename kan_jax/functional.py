@@ -62,6 +62,7 @@ from kan_jax import splines, threefry
 
 __all__ = [
     "KANLayerConfig",
+    "PARAM_OUTPUT_AXIS",
     "SPLINE_STRATEGIES",
     "DENSE_MAX_BASES_PER_WINDOW",
     "UNROLLED_MAX_BASES_AUTO",
@@ -84,6 +85,12 @@ Dtype = Any
 
 #: Formulations of the spline branch; ``"auto"`` chooses by :func:`choose_spline_strategy`.
 SPLINE_STRATEGIES = ("auto", "unrolled", "dense", "local")
+
+#: The axis of each layer parameter that indexes the layer's outputs (the layouts above):
+#: efficient-kan's ``(out, in)`` for ``base_weight``, the last axis of ``spline_weight``
+#: ``(in, n, out)`` and ``spline_scaler`` ``(in, out)``. Model sharding, filter normalisation
+#: and pruning read it.
+PARAM_OUTPUT_AXIS: dict[str, int] = {"base_weight": 0, "spline_weight": -1, "spline_scaler": -1}
 
 #: Cost rule of ``"auto"``: the dense product is used while ``n = G + k`` is at most this
 #: many times the ``k + 1`` non-zero bases per input (backend name -> factor). The CPU value

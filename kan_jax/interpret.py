@@ -479,8 +479,9 @@ def _kept_nodes(acts: Sequence[jax.Array], threshold: float) -> list[np.ndarray]
 
 def _slice_layer(lp: LayerParams, ls: LayerState, rows: np.ndarray, cols: np.ndarray):
     r, c = np.flatnonzero(rows), np.flatnonzero(cols)
-    # Edge tensors are (out, in, ...), except the spline ones: (in, n, out) and (in, out).
-    new_p = {k: (v[c][..., r] if k in ("spline_weight", "spline_scaler") else v[r][:, c]) for k, v in lp.items()}
+    # Edge tensors are (out, in, ...), except those whose output axis is the last
+    # (functional.PARAM_OUTPUT_AXIS): the spline ones, (in, n, out) and (in, out).
+    new_p = {k: (v[c][..., r] if functional.PARAM_OUTPUT_AXIS.get(k, 0) == -1 else v[r][:, c]) for k, v in lp.items()}
     new_s = {k: (v[c] if k == "grid" else v[r][:, c]) for k, v in ls.items()}
     return new_p, new_s
 

@@ -47,6 +47,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
+from kan_jax.functional import PARAM_OUTPUT_AXIS
 from kan_jax.numerics import safe_divide
 
 PyTree = Any
@@ -210,7 +211,7 @@ def filter_axis(path: tuple, leaf: Array) -> int:
     if path:
         last = path[-1]
         name = getattr(last, "key", getattr(last, "name", None))
-    return -1 if name in ("kernel", "spline_weight", "spline_scaler") else 0
+    return -1 if name == "kernel" else PARAM_OUTPUT_AXIS.get(name, 0)
 
 
 def _normalize_leaf(d, t, axis, vector_mode):

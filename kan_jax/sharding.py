@@ -46,6 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from kan_jax.functional import PARAM_OUTPUT_AXIS
+
 __all__ = [
     "SEED_AXIS",
     "DATA_AXIS",
@@ -69,8 +71,6 @@ DATA_AXIS = "data"
 MODEL_AXIS = "model"
 AXES = (SEED_AXIS, DATA_AXIS, MODEL_AXIS)
 
-#: Parameter leaves whose first axis is a layer's output axis (sharded over ``"model"``).
-_MODEL_SHARDED_LEAVES = ("spline_weight", "base_weight", "spline_scaler")
 
 
 def _device_list(devices: Optional[Sequence[Any]]) -> list:
@@ -208,9 +208,8 @@ def param_specs(params: Any, mesh: Mesh, *, seed_axis: bool = False, shard_model
     def spec(path, leaf):
         shape = np.shape(leaf)[len(lead):]
         rest = [None] * len(shape)
-        name = _leaf_name(path)
-        axis = -1 if name in ("spline_weight", "spline_scaler") else 0  # the output axis
-        if shard_model and model_size > 1 and name in _MODEL_SHARDED_LEAVES and shape and shape[axis] % model_size == 0:
+        axis = PARAM_OUTPUT_AXIS.get(_leaf_name(path))  # a KAN layer's output axis, sharded over "model"
+        if shard_model and model_size > 1 and axis is not None and shape and shape[axis] % model_size == 0:
             rest[axis] = MODEL_AXIS
         return P(*lead, *rest)
 
