@@ -46,31 +46,22 @@ def _step_ms(widths: list[int], grid_size: int, strategy: str, batch: int, args:
     return jax_step_timings(widths, grid_size, strategy, batch, args.scan_steps, args.repeats, init_repeats=1)["step_ms"]
 
 
-def dense_local_table(args: argparse.Namespace) -> tuple[str, Optional[float]]:
+def dense_local_table(args: argparse.Namespace) -> tuple[str, float]:
     """Dense and local step times per G for both shapes, and the suggested window factor."""
     shapes = [([784, 64, 10], 64), ([784, 10], 200)]
     lines = [
         "| G | [784, 64, 10] b64 dense (ms) | local (ms) | [784, 10] b200 dense (ms) | local (ms) |",
         "|---|---|---|---|---|",
     ]
-    dense_wins = []  # on the study's shape
-    for g in args.grid_sizes:
-        cells = []
-        for i, (widths, batch) in enumerate(shapes):
-            dense, local = (_step_ms(widths, g, s, batch, args) for s in ("dense", "local"))
-            cells += [f"{dense:.2f}", f"{local:.2f}"]
-            if i == 0:
-                dense_wins.append((g, dense <= local))
-        lines.append(f"| {g} | " + " | ".join(cells) + " |")
+    factor, contiguous = 0.0, True  # dense faster on the study's shape at every G so far
+    for g in sorted(args.grid_sizes):
+        times = [[_step_ms(widths, g, s, batch, args) for s in ("dense", "local")] for widths, batch in shapes]
+        lines.append(f"| {g} | " + " | ".join(f"{t:.2f}" for pair in times for t in pair) + " |")
         print(lines[-1], flush=True)
-    below = [g for g, wins in dense_wins if wins]
-    first_loss = next((g for g, wins in dense_wins if not wins), None)
-    if first_loss is None:
-        suggested = (max(args.grid_sizes) + K) / (K + 1)  # dense wins throughout: at least this
-    else:
-        wins_before = [g for g in below if g < first_loss]
-        suggested = (max(wins_before) + K) / (K + 1) if wins_before else 0.0
-    return "\n".join(lines), suggested
+        contiguous &= times[0][0] <= times[0][1]
+        if contiguous:
+            factor = (g + K) / (K + 1)
+    return "\n".join(lines), factor
 
 
 def unrolled_table(args: argparse.Namespace) -> tuple[str, int]:
