@@ -1,6 +1,6 @@
 """One MNIST-sized training epoch of the [784, 64, 10] KAN per spline strategy, as the study runs it.
 
-``kan_jax.train.train_epoch`` (batch 64, Adam, 60,000 random inputs gathered batch by batch
+``kan_jax.training.train_epoch`` (batch 64, Adam, 60,000 random inputs gathered batch by batch
 inside one ``lax.scan``, as in ``python -m experiments.mnist``) with ``spline_strategy`` set to
 each of ``--strategies`` at each G of ``--grid-sizes``: the compile time of the epoch and its best
 wall time of three. This is the measurement behind ``UNROLLED_MAX_BASES_AUTO`` in
@@ -24,7 +24,7 @@ import optax
 from benchmarks.mnist_study import machine_name
 from benchmarks.spline_scaling import best_of
 from kan_jax import KAN
-from kan_jax.train import init_train_state, train_epoch
+from kan_jax.training import init_train_state, train_epoch
 
 
 def epoch_timing(grid_size: int, strategy: str, x: jax.Array, y: jax.Array, repeats: int = 3) -> tuple[float, float]:

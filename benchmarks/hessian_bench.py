@@ -6,7 +6,7 @@ Usage::
     python -m benchmarks.hessian_bench --model mlp --num 2048 --steps 60
     python -m benchmarks.hessian_bench --x64                 # everything in float64
 
-Model: ``kan_jax.layers.KAN`` (efficient-kan layout, G=5, k=3) when it exists, else a Flax ReLU
+Model: ``kan_jax.KAN`` (efficient-kan layout, G=5, k=3) when it exists, else a Flax ReLU
 MLP, with the widths of ``--widths`` (default ``784,64,10``), at its random initialisation, with
 the mean softmax cross-entropy on ``--num`` inputs: the first MNIST training images (from
 ``$KAN_JAX_MNIST_DIR`` or ``../shared/data/mnist``, scaled to [-1, 1]) or, without them, Gaussian
@@ -75,7 +75,7 @@ def _build(model_kind: str, widths: tuple[int, ...], x, seed: int):
     kan_cls = None
     if model_kind in ("auto", "kan"):
         try:
-            from kan_jax.layers import KAN as kan_cls
+            from kan_jax import KAN as kan_cls
         except ImportError:
             if model_kind == "kan":
                 raise

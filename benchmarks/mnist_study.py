@@ -32,7 +32,7 @@ from experiments._env import device_description
 from experiments.mnist_protocol import make_optimizer
 from kan_jax import KAN, load_mnist, preprocess_mnist
 from kan_jax.io import atomic_write
-from kan_jax.train import init_train_state, make_epoch_fn, num_batches
+from kan_jax.training import init_train_state, make_epoch_fn, num_batches
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 

@@ -43,7 +43,7 @@ import optax
 from benchmarks.mnist_study import machine_name
 from kan_jax import KAN
 from kan_jax import functional as F
-from kan_jax.checkpoint import atomic_write
+from kan_jax.io import atomic_write
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 

@@ -4,7 +4,7 @@ Train a KAN ``[n, 5, 1]`` on a formula with L-BFGS and the sparsity regulariser,
 again, snap every edge to a library function (``c f(a x + b) + d``), train the constants and
 print the formula. In float64. Snapping merges chain nodes (a hidden node with one input and
 one output edge is snapped as one composite edge when that scores better, see
-:func:`kan_jax.symbolic.auto_symbolic`); ``--no-merge-chains`` snaps every edge on its own.
+:func:`kan_jax.interpret.symbolic.auto_symbolic`); ``--no-merge-chains`` snaps every edge on its own.
 
 Outputs in ``--out-dir`` (default ``runs/hello_kan``): ``init.png``, ``trained.png``,
 ``pruned.png``, ``symbolic.png`` (the network at each stage) and ``result.json`` with the
@@ -206,8 +206,8 @@ def run(config: HelloConfig, out_dir: Path, log=print) -> dict[str, Any]:
 
     from kan_jax import KAN
     from kan_jax import interpret as I
-    from kan_jax import symbolic as S
-    from kan_jax.checkpoint import atomic_write
+    from kan_jax.interpret import symbolic as S
+    from kan_jax.io import atomic_write
 
     t0 = time.perf_counter()
     expr, variables = parse_target(config.target)

@@ -43,7 +43,7 @@ compilation (one call each).
 
 Outputs in ``--out-dir`` (default ``runs/landscape``), each written atomically (a temporary
 file in the same folder, then a rename): ``theta0.msgpack`` and ``thetaN.msgpack``
-(:func:`kan_jax.checkpoint.save_params`; rebuild the grid with ``KAN(...).init``),
+(:func:`kan_jax.training.checkpoint.save_params`; rebuild the grid with ``KAN(...).init``),
 ``interpolation.png``, ``densities.pdf``, ``kan_density.png``, ``kan_spectrum.json``,
 ``mlp_spectrum.json``, ``mlp_density.png`` and ``summary.md`` (the printed summary).
 
@@ -73,7 +73,7 @@ from experiments._cli import option, parse
 from experiments._env import device_description
 from kan_jax import KAN, regularization_loss
 from kan_jax import hessian as hs
-from kan_jax.checkpoint import save_params
+from kan_jax.training.checkpoint import save_params
 from kan_jax.data import DataError, create_dataset, load_mnist, preprocess_mnist
 from kan_jax.io import atomic_write, save_figure, write_json
 from kan_jax.landscape import interpolate, interpolate_params

@@ -25,7 +25,7 @@ Usage::
 
 More devices (see README, "More devices"): ``--devices N`` (default: all devices) spreads each
 algorithm's vmapped seeds over devices and splits every batch over the rest
-(:func:`kan_jax.sharding.plan_mesh`); ``--coordinator-address``, ``--num-processes`` and
+(:func:`kan_jax.training.sharding.plan_mesh`); ``--coordinator-address``, ``--num-processes`` and
 ``--process-id`` (or ``$JAX_COORDINATOR_ADDRESS``, ``$JAX_NUM_PROCESSES``, ``$JAX_PROCESS_ID``)
 start the same study on several processes or hosts, each writing only its own runs (seed ``j``
 of the list goes to process ``j mod P``) and process 0 writing the summary of all of them.
@@ -53,11 +53,12 @@ import numpy as np
 from experiments._cli import build_parser, option, parse
 from experiments._env import device_description
 from experiments.mnist_protocol import ALGORITHMS, HYPERPARAMETERS, hyperparameters, make_optimizer
-from kan_jax import KAN, sharding
-from kan_jax.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from kan_jax import KAN
+from kan_jax.training import sharding
+from kan_jax.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from kan_jax.data import DataError, load_mnist, preprocess_mnist
 from kan_jax.io import atomic_write, write_json
-from kan_jax.train import init_train_state, make_epoch_fn, num_batches
+from kan_jax.training import init_train_state, make_epoch_fn, num_batches
 
 DEFAULT_ALGOS = ("adamw", "adam", "dgclip", "gclip", "gd")
 DEFAULT_SEEDS = (100, 200, 300, 400, 500)
@@ -199,7 +200,7 @@ def train_algorithm(
     already done are not run again and the numbers equal an uninterrupted run's.
 
     ``devices``: run on a mesh of that many devices (seeds split over devices, then batches;
-    :func:`kan_jax.sharding.plan_mesh`), same numbers up to float rounding; ``None``: the default
+    :func:`kan_jax.training.sharding.plan_mesh`), same numbers up to float rounding; ``None``: the default
     device alone. Checkpoints then hold the state gathered to the host (written by process 0
     only) and a resumed state is laid out on the mesh again; with several processes process 0
     reads the checkpoint and broadcasts it.
@@ -489,7 +490,7 @@ def run_study(
     """Run (or resume) the study; returns the summary rows and writes everything to ``out_dir``.
 
     ``devices``: passed to ``trainer`` (a mesh of that many devices; ``None``: one device). With
-    several processes (:func:`kan_jax.sharding.initialize_distributed`) every process runs the same
+    several processes (:func:`kan_jax.training.sharding.initialize_distributed`) every process runs the same
     program, writes only its own runs (seed ``j`` of ``seeds`` goes to process ``j mod P``) and
     process 0 writes the summary, the figure and the epoch checkpoints; which runs are already
     done is process 0's view of ``out_dir`` (use a shared folder, or other processes' runs are
@@ -563,7 +564,7 @@ def default_vmap_seeds(backend: Optional[str] = None, devices: Optional[int] = N
     On the 2-core CPU one seed at a time was 1.45x faster per seed than 5 vmapped seeds
     (batched matrix products are slower there; ``benchmarks/RESULTS.md``); on a GPU or TPU one
     program for all seeds fills the device. On a mesh of several ``devices`` yes on every
-    backend: the vmapped seed axis is what :func:`kan_jax.sharding.plan_mesh` spreads over them.
+    backend: the vmapped seed axis is what :func:`kan_jax.training.sharding.plan_mesh` spreads over them.
     """
     if devices is not None and devices > 1:
         return True

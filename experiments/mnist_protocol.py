@@ -1,6 +1,6 @@
 """The MNIST study's protocol: its optimisers (the published table) and its figure.
 
-The library (:mod:`kan_jax.train`) provides the generic compiled epoch and evaluation; this
+The library (:mod:`kan_jax.training.epoch`) provides the generic compiled epoch and evaluation; this
 module holds what is particular to the δ-GClip KAN study on MNIST (Tucat et al., TMLR 2025,
 arXiv 2404.08624): :data:`ALGORITHMS` with their published hyperparameters,
 :func:`make_optimizer` turning one into optax, and :func:`plot_training_curves`, the 2x2 figure.

@@ -53,7 +53,8 @@ from flax import linen as nn
 
 from kan_jax import KAN
 from kan_jax import hessian as hs
-from kan_jax.checkpoint import atomic_write, save_params
+from kan_jax.io import atomic_write
+from kan_jax.training.checkpoint import save_params
 from kan_jax.data import DataError, create_dataset, load_mnist, preprocess_mnist
 from kan_jax.optim import dgclip, hsodm
 

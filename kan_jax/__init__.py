@@ -1,25 +1,22 @@
 """kan-jax: Kolmogorov-Arnold Networks in JAX/Flax, delta-GClip, Hessian and loss-landscape tools."""
 
 from kan_jax import (
-    checkpoint,
     curvature,
     data,
-    functional,
-    hessian,
+    layer,
     interpret,
     io,
-    landscape,
     numerics,
-    sharding,
+    optim,
     splines,
-    symbolic,
-    train,
+    training,
 )
-from kan_jax.checkpoint import CheckpointError, load_params, save_params
+from kan_jax.interpret import symbolic
+from kan_jax.training.checkpoint import CheckpointError, load_params, save_params
 from kan_jax.data import DataError, create_dataset, load_mnist, preprocess_mnist
-from kan_jax.functional import KANLayerConfig
-from kan_jax.layers import (
+from kan_jax.layer import (
     KAN,
+    KANLayerConfig,
     KANLinear,
     from_efficient_kan,
     refine,
@@ -28,18 +25,21 @@ from kan_jax.layers import (
     to_efficient_kan,
     update_grid,
 )
-from kan_jax.hessian import (
+from kan_jax.curvature import (
     augmented_min_eigenpair,
     exact_spectrum,
+    filter_normalize,
     hessian_matrix,
     hessian_trace,
     hvp,
+    interpolate,
     lanczos,
     min_eigenpair,
+    random_direction,
+    slice_2d,
     spectral_density,
     top_eigenpairs,
 )
-from kan_jax.landscape import filter_normalize, interpolate, random_direction, slice_2d
 from kan_jax.optim import ScaleByDGClipState, dgclip, gclip, scale_by_dgclip
 
 __version__ = "0.1.0"
@@ -47,10 +47,8 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointError",
     "augmented_min_eigenpair",
-    "checkpoint",
     "exact_spectrum",
     "filter_normalize",
-    "hessian",
     "hessian_matrix",
     "hessian_trace",
     "hvp",
@@ -59,11 +57,10 @@ __all__ = [
     "interpret",
     "io",
     "lanczos",
-    "landscape",
+    "optim",
     "load_params",
     "min_eigenpair",
     "numerics",
-    "sharding",
     "random_direction",
     "save_params",
     "slice_2d",
@@ -78,7 +75,7 @@ __all__ = [
     "data",
     "dgclip",
     "from_efficient_kan",
-    "functional",
+    "layer",
     "gclip",
     "load_mnist",
     "preprocess_mnist",
@@ -89,6 +86,6 @@ __all__ = [
     "splines",
     "symbolic",
     "to_efficient_kan",
-    "train",
+    "training",
     "update_grid",
 ]

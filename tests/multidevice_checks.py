@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO))
 
 from experiments.mnist_protocol import make_optimizer  # noqa: E402
 from kan_jax import KAN  # noqa: E402
-from kan_jax import sharding as sh  # noqa: E402
-from kan_jax.train import TrainState, init_train_state, make_epoch_fn  # noqa: E402
+from kan_jax.training import sharding as sh  # noqa: E402
+from kan_jax.training import TrainState, init_train_state, make_epoch_fn  # noqa: E402
 
 RTOL, ATOL = 2e-5, 2e-6  # float32, 13 optimiser steps, sums reordered over 4 devices
 

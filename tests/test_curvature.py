@@ -1,6 +1,6 @@
 """Tests of kan_jax.curvature: every operator against a dense float64 oracle built another way
 (jax.hessian / jax.jacfwd), Hutchinson and Hutch++ against exact traces, Lanczos
-reorthogonalisation modes, the one batch form, and no recompilation for a fresh closure."""
+reorthogonalisation modes, the one batch form, and no recompilation for new data or parameters."""
 from __future__ import annotations
 
 import functools
@@ -13,7 +13,6 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from kan_jax import curvature as cv
-from kan_jax import hessian as hs
 
 
 def make_problem(seed, d=4, h=8, o=3, num=32, dtype=jnp.float64):
@@ -159,17 +158,19 @@ def test_blocked_reorthogonalisation_keeps_the_basis_orthogonal(dtype, tol, bloc
     n = h.shape[0]
     v0 = jax.random.normal(jax.random.key(6), (n,), dtype)
     mv = jax.jit(lambda v, a: a @ v)
-    dense = cv.lanczos_flat(mv, v0, n, h, reorthogonalize="dense")
+    dense = cv.lanczos(n, reorthogonalize="dense")(mv, v0, h)
     for bs in block_sizes:
-        res = cv.lanczos_flat(mv, v0, n - 5, h, block_size=bs)
+        res = cv.lanczos(n - 5, block_size=bs)(mv, v0, h)
         q = np.asarray(res.basis, np.float64)
         assert np.abs(q @ q.T - np.eye(n - 5)).max() < tol * 10
-    full = cv.lanczos_flat(mv, v0, n, h)
+    full = cv.lanczos(n)(mv, v0, h)
     for r in (full, dense):
         theta = np.asarray(cv.tridiagonal_eigh(r.alphas, r.betas)[0], np.float64)
         np.testing.assert_allclose(theta, evals, atol=50 * tol * np.abs(evals).max())
     with pytest.raises(ValueError, match="reorthogonalize must be"):
-        cv.lanczos_flat(mv, v0, 5, h, reorthogonalize="sometimes")
+        cv.lanczos(5, reorthogonalize="sometimes")
+    with pytest.raises(ValueError, match="num_steps must be at least 1"):
+        cv.lanczos(0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,8 +196,8 @@ def test_hutchinson_and_hutch_plus_plus_are_unbiased():
     fmv, x0, _ = cv.flat(cv.hessian(sq), p)
     n, K, N = x0.shape[0], 2000, 12
     keys = jax.random.split(jax.random.key(8), K)
-    hutch = np.asarray(jax.jit(jax.vmap(lambda k: cv.hutchinson(fmv, k, n, N, p, b, dtype=jnp.float64).mean))(keys))
-    hpp = np.asarray(jax.jit(jax.vmap(lambda k: cv.hutch_plus_plus(fmv, k, n, N, p, b, dtype=jnp.float64).mean))(keys))
+    hutch = np.asarray(jax.jit(jax.vmap(lambda k: cv.hutchinson(N)(fmv, k, x0, p, b).mean))(keys))
+    hpp = np.asarray(jax.jit(jax.vmap(lambda k: cv.hutch_plus_plus(N)(fmv, k, x0, p, b).mean))(keys))
     se_h = np.sqrt(2 * (np.sum(a**2) - np.sum(np.diag(a) ** 2)) / N / K)
     assert abs(hutch.mean() - exact) <= 4 * se_h
     assert abs(hpp.mean() - exact) <= 4 * hpp.std(ddof=1) / np.sqrt(K)
@@ -211,20 +212,20 @@ def test_hutch_plus_plus_beats_hutchinson_at_equal_budget():
     exact = np.trace(dense_hessian(lambda q: sq(q, b), p))
     err = {}
     for est in ("hutchinson", "hutch++"):
-        vals = [float(hs.hessian_trace(functools.partial(sq, b=b), p, key=jax.random.key(100 + i), estimator=est, num_matvecs=30).mean)
+        vals = [float(cv.hessian_trace(functools.partial(sq, b=b), p, key=jax.random.key(100 + i), estimator=est, num_matvecs=30).mean)
                 for i in range(40)]
         err[est] = np.sqrt(np.mean((np.array(vals) - exact) ** 2))
     assert err["hutch++"] < 0.5 * err["hutchinson"], err
-    r = hs.hessian_trace(functools.partial(sq, b=b), p, estimator="hutch++", num_matvecs=30)
+    r = cv.hessian_trace(functools.partial(sq, b=b), p, estimator="hutch++", num_matvecs=30)
     assert int(r.num_probes) == 30 and np.sum(~np.isnan(np.asarray(r.samples))) == 10
     with pytest.raises(ValueError, match="estimator must be"):
-        hs.hessian_trace(functools.partial(sq, b=b), p, estimator="hutch+")
+        cv.hessian_trace(functools.partial(sq, b=b), p, estimator="hutch+")
     with pytest.raises(ValueError, match="at least 3 for hutch"):
-        hs.hessian_trace(functools.partial(sq, b=b), p, estimator="hutch++", num_matvecs=2)
+        cv.hessian_trace(functools.partial(sq, b=b), p, estimator="hutch++", num_matvecs=2)
 
 
 # ---------------------------------------------------------------------------------------------
-# No recompilation for a fresh closure over the same code
+# No recompilation for new data, parameters, weights or keys passed as arguments
 # ---------------------------------------------------------------------------------------------
 TRACES = {"n": 0}
 
@@ -234,39 +235,53 @@ def counted_loss(params, batch):
     return loss(params, batch)
 
 
-def test_fresh_partial_or_lambda_does_not_recompile():
-    x, y = BATCH
-    other = (x + 1.0, y)
-    hs.top_eigenpairs(functools.partial(counted_loss, batch=BATCH), PARAMS, 2, num_steps=10)
-    after_first = TRACES["n"]
-    assert after_first > 0
-    r1 = hs.top_eigenpairs(functools.partial(counted_loss, batch=other), PARAMS, 2, num_steps=10)
-    assert TRACES["n"] == after_first  # new partial object, new data: same program
-    r2 = hs.top_eigenpairs(lambda p: counted_loss(p, BATCH), PARAMS, 2, num_steps=10)
-    after_lambda = TRACES["n"]
-    assert after_lambda > after_first  # a different function (new code): one new trace
-    make = lambda batch: (lambda p: counted_loss(p, batch))  # noqa: E731
-    r3 = hs.top_eigenpairs(make(BATCH), PARAMS, 2, num_steps=10)
-    after_make = TRACES["n"]
-    r4 = hs.top_eigenpairs(make(other), PARAMS, 2, num_steps=10)  # fresh closure, same code
-    assert TRACES["n"] == after_make
-    # results follow the data (the arrays really are arguments, not stale constants)
-    np.testing.assert_allclose(np.asarray(r4.eigenvalues), np.asarray(r1.eigenvalues), rtol=1e-12)
-    np.testing.assert_allclose(np.asarray(r3.eigenvalues), np.asarray(r2.eigenvalues), rtol=1e-12)
-    assert abs(float(r1.eigenvalues[0]) - float(r2.eigenvalues[0])) > 1e-6
-    # the same for trace, density and the generic lanczos on a matrix closure
-    for fn in (lambda: hs.hessian_trace(functools.partial(counted_loss, batch=BATCH), PARAMS, num_matvecs=5),
-               lambda: hs.spectral_density(functools.partial(counted_loss, batch=BATCH), PARAMS, num_runs=2, num_steps=5)):
-        fn()
-        before = TRACES["n"]
-        fn()
-        assert TRACES["n"] == before
-    from kan_jax.curvature._trace import _jitted
+QUESTIONS = {
+    "top_eigenpairs": lambda f, p, b, w, k: cv.top_eigenpairs(f, p, 2, num_steps=10, batches=b, weights=w, key=k).eigenvalues,
+    "min_eigenpair": lambda f, p, b, w, k: cv.min_eigenpair(f, p, num_steps=10, batches=b, weights=w, key=k).eigenvalue,
+    "augmented_min_eigenpair": lambda f, p, b, w, k: cv.augmented_min_eigenpair(f, p, 0.1, num_steps=10, batches=b, weights=w,
+                                                                                key=k).eigenvalue,
+    "hessian_trace": lambda f, p, b, w, k: cv.hessian_trace(f, p, max_probes=6, min_probes=2, batches=b, weights=w, key=k).mean,
+    "hutchinson_fixed": lambda f, p, b, w, k: cv.hessian_trace(f, p, num_matvecs=5, batches=b, weights=w, key=k).mean,
+    "hutch++": lambda f, p, b, w, k: cv.hessian_trace(f, p, estimator="hutch++", num_matvecs=6, batches=b, weights=w, key=k).mean,
+    "spectral_density": lambda f, p, b, w, k: cv.spectral_density(f, p, num_runs=2, num_steps=5, batches=b, weights=w, key=k).nodes,
+    "dataset_hvp": lambda f, p, b, w, k: flat(cv.dataset_hvp(f, p, p, b, w)),
+    "exact_spectrum": lambda f, p, b, w, k: cv.exact_spectrum(f, p, batches=b, weights=w),
+}
 
+
+@pytest.mark.parametrize("name", list(QUESTIONS))
+def test_new_data_params_weights_and_keys_do_not_recompile(name):
+    """Property: a question called again with new params, new stacked batches of the same shapes,
+    new weights and a new key reuses its compiled program (the trace counter does not move), and
+    its answer follows the new arrays (they are arguments, not stale constants)."""
+    ask = QUESTIONS[name]
+    x, y = BATCH
+    b1 = cv.stack_batches([(x[:16], y[:16]), (x[16:], y[16:])])
+    b2 = (b1[0] + 0.5, b1[1][::-1])
+    p2 = jax.tree.map(lambda a: 1.1 * a, PARAMS)
+    first = np.asarray(ask(counted_loss, PARAMS, b1, [1.0, 3.0], jax.random.key(1)))
+    before = TRACES["n"]
+    assert before > 0
+    second = np.asarray(ask(counted_loss, p2, b2, [2.0, 1.0], jax.random.key(2)))
+    assert TRACES["n"] == before
+    assert np.max(np.abs(second - first)) > 1e-6 * np.max(np.abs(first))
+    if name in ("top_eigenpairs", "dataset_hvp"):  # a new function object compiles anew, same answer
+        again = np.asarray(ask(lambda p, b: counted_loss(p, b), p2, b2, [2.0, 1.0], jax.random.key(2)))
+        assert TRACES["n"] > before
+        np.testing.assert_allclose(again, second, rtol=1e-12)
+
+
+def test_an_algorithm_is_applied_to_traced_operator_arguments():
+    """cv.lanczos(m) built once and jitted with the matvec static: a new matrix passed as the
+    matvec's argument reuses the compiled program and gives the new operator's numbers."""
+    def matmul(v, m):
+        TRACES["n"] += 1
+        return m @ v
+
+    run = jax.jit(cv.lanczos(5), static_argnums=0)
     a = jnp.diag(jnp.arange(1.0, 11.0))
-    product = lambda m: (lambda v: m @ v)  # noqa: E731
-    hs.lanczos(product(a), jnp.ones(10), 5)
-    size = _jitted._cache_size()
-    res = hs.lanczos(product(2 * a), jnp.ones(10), 5)  # new closure and matrix: cache hit
-    assert _jitted._cache_size() == size
+    run(matmul, jnp.ones(10), a)
+    before = TRACES["n"]
+    res = run(matmul, jnp.ones(10), 2 * a)
+    assert TRACES["n"] == before
     np.testing.assert_allclose(float(res.alphas[0]), 11.0, rtol=1e-12)  # q0^T (2a) q0 with q0 = ones / sqrt(10)

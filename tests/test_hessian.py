@@ -1,4 +1,4 @@
-"""Tests of kan_jax.hessian against dense Hessians (jax.hessian + eigh in float64).
+"""Tests of the question-level kan_jax.curvature API against dense Hessians (jax.hessian + eigh in float64).
 
 Models: tiny tanh MLPs with a squared loss on random data, at random (untrained) parameters, so
 their Hessians are indefinite. MODEL has 904 parameters, SMALL 162. Float64 is enabled in
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from kan_jax import hessian as hs
-from kan_jax.plotting import plot_spectral_density, save_spectral_density_pages
+from kan_jax import curvature as cv
+from kan_jax.curvature import plot_spectral_density, save_spectral_density_pages
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 5))
@@ -67,26 +67,26 @@ def loss32_in_64(p):
 
 @pytest.fixture(scope="module")
 def dense64():
-    h = np.asarray(hs.hessian_matrix(loss64, P64))
+    h = np.asarray(cv.hessian_matrix(loss64, P64))
     evals, evecs = np.linalg.eigh(h)
     return h, evals, evecs
 
 
 @pytest.fixture(scope="module")
 def dense_small():
-    return np.asarray(hs.hessian_matrix(loss_small, PS))
+    return np.asarray(cv.hessian_matrix(loss_small, PS))
 
 
 @pytest.fixture(scope="module")
 def trace64():
     """100-probe Hutchinson estimate on MODEL (shared by two tests: one compilation)."""
-    return hs.hessian_trace(loss64, P64, key=jax.random.key(6), max_probes=100, rel_stderr_tol=None)
+    return cv.hessian_trace(loss64, P64, key=jax.random.key(6), max_probes=100, rel_stderr_tol=None)
 
 
 @pytest.fixture(scope="module")
 def dense32():
     """Float64 Hessian of the float32 model (data and params upcast)."""
-    h = np.asarray(hs.hessian_matrix(loss32_in_64, upcast(P32)))
+    h = np.asarray(cv.hessian_matrix(loss32_in_64, upcast(P32)))
     return h, np.linalg.eigvalsh(h)
 
 
@@ -113,19 +113,19 @@ def test_hessian_matrix_matches_finite_differences_of_gradient(dense_small):
     assert np.max(np.abs(h - h.T)) <= 1e-12 * np.max(np.abs(h))
     np.testing.assert_allclose(h, fd, atol=1e-7 * np.max(np.abs(h)))
     # exact_spectrum is eigh of the same matrix
-    np.testing.assert_allclose(np.asarray(hs.exact_spectrum(loss_small, PS)), np.linalg.eigvalsh(h), atol=1e-12 * np.max(np.abs(h)))
+    np.testing.assert_allclose(np.asarray(cv.exact_spectrum(loss_small, PS)), np.linalg.eigvalsh(h), atol=1e-12 * np.max(np.abs(h)))
 
 
 def test_hvp_equals_dense_hessian_times_vector(dense64):
     h = dense64[0]
     v = rand_like(jax.random.key(10), P64)
-    hv = hs.hvp(loss64, P64, v)
+    hv = cv.hvp(loss64, P64, v)
     assert jax.tree.structure(hv) == jax.tree.structure(P64)
     np.testing.assert_allclose(flat(hv), h @ flat(v), rtol=0, atol=1e-12 * np.linalg.norm(h @ flat(v)))
     # hessian_operator: same product, and the gradient
     @jax.jit
     def grad_and_product(v):
-        g, matvec = hs.hessian_operator(loss64, P64)
+        g, matvec = cv.hessian_operator(loss64, P64)
         return g, matvec(v)
 
     g, hv2 = grad_and_product(v)
@@ -136,34 +136,34 @@ def test_hvp_equals_dense_hessian_times_vector(dense64):
 def test_dataset_hvp_equals_full_data_hvp(trace64):
     """Sample-weighted mean of per-batch HVPs == HVP of the mean loss over all 64 samples."""
     v = rand_like(jax.random.key(11), P64)
-    ref = flat(hs.hvp(loss64, P64, v))
+    ref = flat(cv.hvp(loss64, P64, v))
     x, y = DATA64
     stacked = (x.reshape(4, 16, -1), y.reshape(4, 16, -1))
-    got = flat(hs.dataset_hvp(batch_loss, P64, v, stacked))
+    got = flat(cv.dataset_hvp(batch_loss, P64, v, stacked))
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13 * np.linalg.norm(ref))
     # explicit per-batch weights: sum_b w_b H_b v against the HVP of the weighted loss
     w = np.array([1.0, 2.0, 3.0, 4.0])
     parts = [(x[16 * i:16 * (i + 1)], y[16 * i:16 * (i + 1)]) for i in range(4)]
     weighted = lambda p: sum(wi / w.sum() * batch_loss(p, b) for wi, b in zip(w, parts))  # noqa: E731
-    ref_w = flat(hs.hvp(weighted, P64, v))
-    got = flat(hs.dataset_hvp(batch_loss, P64, v, stacked, weights=w))
+    ref_w = flat(cv.hvp(weighted, P64, v))
+    got = flat(cv.dataset_hvp(batch_loss, P64, v, stacked, weights=w))
     np.testing.assert_allclose(got, ref_w, rtol=0, atol=1e-13 * np.linalg.norm(ref_w))
     # one batch form only: a Python list of batches is refused with a pointer to stack_batches
     with pytest.raises(TypeError, match=r"stacked pytree.*list of 4.*stack_batches"):
-        hs.dataset_hvp(batch_loss, P64, v, parts)
+        cv.dataset_hvp(batch_loss, P64, v, parts)
     with pytest.raises(ValueError, match=r"weights must have shape \(4,\)"):
-        hs.dataset_hvp(batch_loss, P64, v, stacked, weights=[1.0, 2.0])
+        cv.dataset_hvp(batch_loss, P64, v, stacked, weights=[1.0, 2.0])
     # the same batches drive the analysis functions: trace of the data-averaged operator
-    t_data = hs.hessian_trace(batch_loss, P64, key=jax.random.key(6), max_probes=100, rel_stderr_tol=None, batches=stacked)
+    t_data = cv.hessian_trace(batch_loss, P64, key=jax.random.key(6), max_probes=100, rel_stderr_tol=None, batches=stacked)
     np.testing.assert_allclose(np.asarray(t_data.samples), np.asarray(trace64.samples), rtol=1e-11)
 
 
 def test_too_large_model_is_refused():
     big = {"w": jnp.zeros((101, 100))}
     with pytest.raises(ValueError, match=r"10,100 parameters.*max_params=10,000.*Lanczos"):
-        hs.hessian_matrix(lambda p: jnp.sum(p["w"] ** 2), big)
+        cv.hessian_matrix(lambda p: jnp.sum(p["w"] ** 2), big)
     with pytest.raises(ValueError, match=r"162 parameters.*max_params=100"):
-        hs.exact_spectrum(loss_small, PS, max_params=100)
+        cv.exact_spectrum(loss_small, PS, max_params=100)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def test_too_large_model_is_refused():
 def test_top5_eigenpairs_match_eigh_float64(dense64):
     """Top-5 eigenvalues to 1e-8 relative, eigenvectors aligned, residuals measured correctly."""
     h, evals, evecs = dense64
-    res = hs.top_eigenpairs(loss64, P64, k=5, num_steps=60, key=jax.random.key(1))
+    res = cv.top_eigenpairs(loss64, P64, k=5, num_steps=60, key=jax.random.key(1))
     top = evals[::-1][:5]
     got = np.asarray(res.eigenvalues)
     np.testing.assert_allclose(got, top, rtol=1e-8)
@@ -189,7 +189,7 @@ def test_top5_eigenpairs_match_eigh_float64(dense64):
 def test_min_eigenpair_80_steps(dense64):
     """Minimum eigenvalue to 1e-3 relative at 80 Lanczos steps (observed: ~1e-15)."""
     h, evals, _ = dense64
-    res = hs.min_eigenpair(loss64, P64, num_steps=80, key=jax.random.key(2))
+    res = cv.min_eigenpair(loss64, P64, num_steps=80, key=jax.random.key(2))
     assert evals[0] < 0
     np.testing.assert_allclose(float(res.eigenvalue), evals[0], rtol=1e-3)
     v = flat(res.eigenvector)
@@ -209,11 +209,11 @@ def test_augmented_min_eigenpair_matches_dense_augmented_matrix(dense64):
     # operator form: one HVP per product, matches the dense matrix
     v = rand_like(jax.random.key(12), P64)
     t = 0.7
-    ov, ot = jax.jit(lambda v, t: hs.augmented_operator(loss64, P64, delta)((v, t)))(v, t)
+    ov, ot = jax.jit(lambda v, t: cv.augmented_operator(loss64, P64, delta)((v, t)))(v, t)
     ref = a @ np.append(flat(v), t)
     np.testing.assert_allclose(np.append(flat(ov), float(ot)), ref, atol=1e-12 * np.linalg.norm(ref))
 
-    res = hs.augmented_min_eigenpair(loss64, P64, delta, num_steps=100, key=jax.random.key(3))
+    res = cv.augmented_min_eigenpair(loss64, P64, delta, num_steps=100, key=jax.random.key(3))
     np.testing.assert_allclose(float(res.eigenvalue), evals[0], rtol=1e-8)
     z = np.append(flat(res.vector), float(res.scalar))
     np.testing.assert_allclose(abs(z @ evecs[:, 0]), 1.0, atol=1e-8)
@@ -227,16 +227,16 @@ def test_lanczos_full_run_recovers_whole_spectrum(dense_small):
     h = jnp.asarray(dense_small)
     evals = np.linalg.eigvalsh(dense_small)
     x0 = ravel_pytree(PS)[0]
-    res = hs.lanczos(lambda v: h @ v, jax.random.normal(jax.random.key(4), x0.shape), x0.size)
+    res = cv.lanczos(x0.size)(lambda v: h @ v, jax.random.normal(jax.random.key(4), x0.shape))
     q = np.asarray(res.basis)
     np.testing.assert_allclose(q @ q.T, np.eye(x0.size), atol=1e-12)
-    theta = np.asarray(hs.tridiagonal_eigh(res.alphas, res.betas)[0])
+    theta = np.asarray(cv.tridiagonal_eigh(res.alphas, res.betas)[0])
     np.testing.assert_allclose(theta, evals, atol=1e-10 * np.abs(evals).max())
 
 
 def count_ghosts(res, evals, tol):
     """Number of isolated exact eigenvalues matched by more than one converged Ritz value."""
-    theta, s = hs.tridiagonal_eigh(res.alphas, res.betas)
+    theta, s = cv.tridiagonal_eigh(res.alphas, res.betas)
     theta = np.asarray(theta, np.float64)
     est = np.abs(float(res.residual_norm) * np.asarray(s, np.float64)[-1])  # ||H y - theta y||
     converged = theta[est < tol]
@@ -256,11 +256,11 @@ def test_no_ghost_eigenvalues_near_n_steps(dense_small, dtype, rel_tol):
     tol = rel_tol * np.abs(evals).max()
     n = evals.size
     v0 = jax.random.normal(jax.random.key(5), (n,), dtype)
-    good = hs.lanczos(lambda v: h @ v, v0, n - 10)
+    good = cv.lanczos(n - 10)(lambda v: h @ v, v0)
     assert good.alphas.dtype == dtype and good.basis.dtype == dtype
     ghosts, converged = count_ghosts(good, evals, tol)
     assert ghosts == 0 and converged > n // 2
-    plain = hs.lanczos(lambda v: h @ v, v0, n - 10, reorthogonalize=False)
+    plain = cv.lanczos(n - 10, reorthogonalize=False)(lambda v: h @ v, v0)
     assert count_ghosts(plain, evals, tol)[0] > 0
 
 
@@ -268,15 +268,15 @@ def test_lanczos_breakdown_gives_no_nan_and_full_multiplicities():
     """A = diag with 3 distinct values, each 4 times: the Krylov space of a generic vector has
     dimension 3, so beta_2 breaks down; restarts recover every eigenvalue with multiplicity."""
     d = jnp.repeat(jnp.array([1.0, 2.0, 5.0]), 4)
-    res = hs.lanczos(lambda v: d * v, jnp.ones(12) + 0.1 * jnp.arange(12.0), 12)
+    res = cv.lanczos(12)(lambda v: d * v, jnp.ones(12) + 0.1 * jnp.arange(12.0))
     assert np.all(np.isfinite(np.asarray(res.alphas))) and np.all(np.isfinite(np.asarray(res.betas)))
     assert float(res.betas[2]) == 0.0
-    theta = np.asarray(hs.tridiagonal_eigh(res.alphas, res.betas)[0])
+    theta = np.asarray(cv.tridiagonal_eigh(res.alphas, res.betas)[0])
     np.testing.assert_allclose(theta, np.sort(np.asarray(d)), atol=1e-12)
     q = np.asarray(res.basis)
     np.testing.assert_allclose(q @ q.T, np.eye(12), atol=1e-12)
     # zero start vector and zero operator: still finite
-    z = hs.lanczos(lambda v: 0.0 * v, jnp.zeros(5), 5)
+    z = cv.lanczos(5)(lambda v: 0.0 * v, jnp.zeros(5))
     assert np.all(np.isfinite(np.asarray(z.alphas))) and np.all(np.asarray(z.betas) == 0)
 
 
@@ -294,7 +294,7 @@ def test_hutchinson_trace_within_three_standard_errors(dense64, trace64):
     samples = np.asarray(est.samples)
     np.testing.assert_allclose(float(est.mean), samples.mean(), rtol=1e-12)
     # stopping rule: a loose relative target stops early, with the target met
-    early = hs.hessian_trace(loss64, P64, key=jax.random.key(6), max_probes=100, rel_stderr_tol=0.05)
+    early = cv.hessian_trace(loss64, P64, key=jax.random.key(6), max_probes=100, rel_stderr_tol=0.05)
     n_used = int(early.num_probes)
     assert 10 <= n_used < 100 and float(early.stderr) <= 0.05 * abs(float(early.mean))
     assert np.all(np.isnan(np.asarray(early.samples)[n_used:]))
@@ -305,7 +305,7 @@ def test_slq_density_integrates_to_one_and_matches_moments(dense64):
     within 4 standard deviations of the Rademacher estimator over the runs."""
     h, evals, _ = dense64
     n, runs = h.shape[0], 20
-    sd = hs.spectral_density(loss64, P64, num_runs=runs, num_steps=60, key=jax.random.key(7))
+    sd = cv.spectral_density(loss64, P64, num_runs=runs, num_steps=60, key=jax.random.key(7))
     assert sd.nodes.shape == (runs, 60) and sd.weights.shape == (runs, 60)
     np.testing.assert_allclose(np.asarray(sd.weights).sum(axis=1), 1.0, atol=1e-12)
     grid, dens = np.asarray(sd.grid), np.asarray(sd.density)
@@ -329,8 +329,8 @@ def test_gauss_quadrature_reproduces_quadratic_forms(dense_small):
     sum tau theta^p == z^T H^p z / z^T z for p = 1, 2, 3 (to 1e-10)."""
     h = dense_small
     z = np.asarray(jax.random.rademacher(jax.random.key(8), (h.shape[0],), jnp.float64))
-    res = hs.lanczos(lambda v: jnp.asarray(h) @ v, jnp.asarray(z), 10)
-    theta, s = (np.asarray(a) for a in hs.tridiagonal_eigh(res.alphas, res.betas))
+    res = cv.lanczos(10)(lambda v: jnp.asarray(h) @ v, jnp.asarray(z))
+    theta, s = (np.asarray(a) for a in cv.tridiagonal_eigh(res.alphas, res.betas))
     tau = s[0] ** 2
     for p in (1, 2, 3):
         ref = z @ np.linalg.matrix_power(h, p) @ z / (z @ z)
@@ -346,17 +346,17 @@ def test_float32_variants(dense32):
     augmented minimum 1e-5 relative; Hutchinson within 3 standard errors; density integral 1e-5."""
     h, evals = dense32
     v = rand_like(jax.random.key(13), P32)
-    hv = hs.hvp(loss32, P32, v)
+    hv = cv.hvp(loss32, P32, v)
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(hv))
     ref = h @ flat(v).astype(np.float64)
     np.testing.assert_allclose(flat(hv), ref, atol=1e-5 * np.linalg.norm(ref))
 
-    top = hs.top_eigenpairs(loss32, P32, k=5, num_steps=60)
+    top = cv.top_eigenpairs(loss32, P32, k=5, num_steps=60)
     assert top.eigenvalues.dtype == jnp.float32
     assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(top.eigenvectors))
     np.testing.assert_allclose(np.asarray(top.eigenvalues), evals[::-1][:5], rtol=1e-5)
 
-    low = hs.min_eigenpair(loss32, P32, num_steps=80)
+    low = cv.min_eigenpair(loss32, P32, num_steps=80)
     np.testing.assert_allclose(float(low.eigenvalue), evals[0], rtol=1e-3)
 
     delta = 0.1
@@ -364,13 +364,13 @@ def test_float32_variants(dense32):
     n = h.shape[0]
     a = np.zeros((n + 1, n + 1))
     a[:n, :n], a[:n, n], a[n, :n], a[n, n] = h, g, g, -delta
-    aug = hs.augmented_min_eigenpair(loss32, P32, delta, num_steps=100)
+    aug = cv.augmented_min_eigenpair(loss32, P32, delta, num_steps=100)
     np.testing.assert_allclose(float(aug.eigenvalue), np.linalg.eigvalsh(a)[0], rtol=1e-5)
 
-    tr = hs.hessian_trace(loss32, P32, max_probes=50, rel_stderr_tol=None)
+    tr = cv.hessian_trace(loss32, P32, max_probes=50, rel_stderr_tol=None)
     assert abs(float(tr.mean) - np.trace(h)) <= 3 * float(tr.stderr)
 
-    sd = hs.spectral_density(loss32, P32, num_runs=4, num_steps=40)
+    sd = cv.spectral_density(loss32, P32, num_runs=4, num_steps=40)
     assert sd.density.dtype == jnp.float32
     np.testing.assert_allclose(np.trapezoid(np.asarray(sd.density, np.float64), np.asarray(sd.grid, np.float64)), 1.0, atol=1e-5)
 
@@ -381,7 +381,7 @@ def test_float32_variants(dense32):
 def test_esd_plot_writes_png_and_pdf_pages(tmp_path):
     nodes = jnp.array([[-1.0, 0.0, 0.5, 4.0], [-0.5, 0.1, 1.0, 3.5]])
     weights = jnp.array([[0.1, 0.6, 0.2, 0.1], [0.2, 0.5, 0.2, 0.1]])
-    grid, dens, _ = hs.gaussian_density(nodes, weights, num_points=500)
+    grid, dens, _ = cv.gaussian_density(nodes, weights, num_points=500)
     np.testing.assert_allclose(np.trapezoid(np.asarray(dens), np.asarray(grid)), 1.0, atol=1e-6)
     png = tmp_path / "esd.png"
     plot_spectral_density((grid, dens), path=png, title="test")

@@ -137,5 +137,7 @@ def test_float32_pytree_and_errors():
         hsodm(delta=-1.0)
     with pytest.raises(ValueError, match="num_lanczos_steps must be an int >= 2"):
         hsodm(num_lanczos_steps=1)
+    with pytest.raises(ValueError, match=r"radius must be > 0 or None, got -1.0"):
+        hsodm(radius=-1.0)
     with pytest.raises(ValueError, match="needs params"):
         scale_by_hsodm().update(p, scale_by_hsodm().init(p), None, value_fn=f)

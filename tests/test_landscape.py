@@ -1,4 +1,4 @@
-"""Tests of kan_jax.landscape (interpolation, slices, filter normalisation) and kan_jax.checkpoint."""
+"""Tests of kan_jax.curvature.landscape (interpolation, slices, filter normalisation) and kan_jax.training.checkpoint."""
 from __future__ import annotations
 
 import functools
@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kan_jax.checkpoint import CheckpointError, load_params, save_params
-from kan_jax.landscape import filter_normalize, interpolate, random_direction, slice_2d
+from kan_jax.training.checkpoint import CheckpointError, load_params, save_params
+from kan_jax.curvature import filter_normalize, interpolate, random_direction, slice_2d
 
 
 @functools.partial(jax.jit, static_argnames=("dtype", "out", "inp", "g_plus_k"))

@@ -106,12 +106,12 @@ def test_spline_weight_in_efficient_kan_layout_is_rejected_with_the_conversion()
         model.apply(old, jnp.zeros((1, 3), jnp.float32))
     lp = {**variables["params"]["layers_0"], "spline_weight": jnp.transpose(w, (2, 0, 1))}
     grid = variables["grid"]["layers_0"]["grid"]
-    with pytest.raises(ValueError, match=r"expected spline_weight \(in=3, n, out=4\).*transpose"):
-        kan_jax.functional.layer_apply(lp, grid, jnp.zeros((1, 3), jnp.float32))
+    with pytest.raises(ValueError, match=r"spline_weight must have shape \(in=3, n, out=4\), got \(4, 3, 8\).*transpose"):
+        kan_jax.layer.layer_apply(lp, grid, jnp.zeros((1, 3), jnp.float32))
     lp = {**variables["params"]["layers_0"]}
     lp["spline_scaler"] = lp["spline_scaler"].T  # efficient-kan's (out, in)
     with pytest.raises(ValueError, match=r"spline_scaler must have shape \(in=3, out=4\), got \(4, 3\)"):
-        kan_jax.functional.layer_apply(lp, grid, jnp.zeros((1, 3), jnp.float32))
+        kan_jax.layer.layer_apply(lp, grid, jnp.zeros((1, 3), jnp.float32))
 
 
 def test_leading_batch_dims_and_variable_layout():

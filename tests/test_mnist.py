@@ -19,7 +19,7 @@ from experiments import mnist as study
 from experiments.mnist_protocol import hyperparameters, make_optimizer
 from flax import serialization
 from kan_jax import KAN, load_mnist, preprocess_mnist
-from kan_jax.train import evaluate, init_train_state, num_batches, train_epoch
+from kan_jax.training import evaluate, init_train_state, num_batches, train_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,8 +13,8 @@ import optax
 import pytest
 from flax import nnx
 
-from kan_jax import functional as F
-from kan_jax import layers as linen_front
+from kan_jax.layer import layer_regularization_loss
+from kan_jax.layer import linen as linen_front
 from kan_jax.nnx import KAN, Grid, KANLinear
 
 f32 = jnp.float32
@@ -324,7 +324,7 @@ def test_regularization_loss_matches_linen_and_functional():
     assert float(model.regularization_loss(0.5, 2.0)) == pytest.approx(float(want), rel=1e-6)
     layer = model.layers[1]
     assert float(layer.regularization_loss()) == pytest.approx(
-        float(F.layer_regularization_loss(layer_variables(layer)[0])), rel=1e-6
+        float(layer_regularization_loss(layer_variables(layer)[0])), rel=1e-6
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from experiments import mnist as study
-from kan_jax import sharding
+from kan_jax.training import sharding
 
 REPO = Path(__file__).resolve().parents[1]
 CHECKS = REPO / "tests" / "multidevice_checks.py"

@@ -1,4 +1,4 @@
-"""kan_jax.symbolic: the c f(a x + b) + d fit recovers known constants of every library function
+"""kan_jax.interpret.symbolic: the c f(a x + b) + d fit recovers known constants of every library function
 on noiseless data (compared through each function's hand-derived invariants), the formula of a
 fully snapped network equals the hand-composed SymPy expression, users' own functions, rounding.
 
@@ -16,7 +16,7 @@ import sympy
 
 from kan_jax import KAN
 from kan_jax import interpret as I
-from kan_jax import symbolic as S
+from kan_jax.interpret import symbolic as S
 
 LIB = S.get_library(list(S.LIBRARY) + [S.make_function("sinh", jnp.sinh, sympy.sinh, 3)])
 

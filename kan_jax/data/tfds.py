@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from kan_jax._optional import require
 from kan_jax.data.idx import DataError, sha256, verify_checksums
 from kan_jax.data.mnist import (
     _MNIST_COUNTS,
@@ -32,8 +33,8 @@ __all__ = ["prepare_tfds_mnist"]
 
 def _import_tfds() -> Any:
     try:
-        import tensorflow_datasets as tfds
-    except Exception as err:  # ImportError, or a broken installation
+        tfds = require("tensorflow_datasets", "data")
+    except Exception as err:  # ImportError (naming the pip line), or a broken installation
         raise DataError(
             f"tensorflow-datasets cannot be imported ({type(err).__name__}: {err}).\n"
             + _how_to_provide_mnist()
@@ -45,7 +46,7 @@ def _import_tfds() -> Any:
 def _tf_free_mnist_builder_class(tfds: Any) -> type:
     """A subclass of tfds's MNIST builder that prepares the dataset without TensorFlow."""
     from tensorflow_datasets.image_classification import mnist as tfds_mnist
-    from PIL import Image
+    Image = require("PIL.Image", "data")
 
     class _MnistWithoutTF(tfds_mnist.MNIST, skip_registration=True):
         # Same name, version and DatasetInfo as the official builder: the prepared directory

@@ -9,20 +9,20 @@ runs unchanged.
 
 Meshes built here have three named axes, any of which may have size 1:
 
-``"seeds"``
-    the leading axis of a vmapped seed batch (independent runs: no communication);
-``"data"``
-    the batch axis of every minibatch (data parallelism: one gradient all-reduce per step);
-``"model"``
-    the output axis of the large layer weights (the last axis of ``spline_weight``
-    ``(in, G+k, out)`` and ``spline_scaler`` ``(in, out)``, the first of ``base_weight``
-    ``(out, in)``), for layers too large for one device's memory.
+* ``"seeds"``: the leading axis of a vmapped seed batch (independent runs: no communication);
+* ``"data"``: the batch axis of every minibatch (data parallelism: one gradient all-reduce
+  per step);
+* ``"model"``: the output axis of the large layer weights (the last axis of
+  ``spline_weight`` ``(in, G+k, out)`` and ``spline_scaler`` ``(in, out)``, the first of
+  ``base_weight`` ``(out, in)``), for layers too large for one device's memory.
 
 Data parallelism keeps the meaning of a step exactly: a minibatch of ``B`` samples is split into
 ``D`` slices of ``B / D``; the loss is the masked mean over all ``B`` (the padded last batch
 keeps its mask), so the gradient every device applies is the all-reduced mean
 
-.. math:: g = \frac{1}{\sum_i m_i} \sum_{d=1}^{D} \sum_{i \in S_d} m_i \nabla \ell_i(\theta),
+.. math::
+
+    g = \frac{1}{\sum_i m_i} \sum_{d=1}^{D} \sum_{i \in S_d} m_i \nabla \ell_i(\theta),
 
 identical to the one-device gradient up to float rounding (the order of the sum changes).
 Clipping methods (δ-GClip) compute their global norm on that averaged gradient.
@@ -31,10 +31,15 @@ The training set itself is replicated on every device (MNIST: 188 MB in float32)
 device gathers only its slice of the shuffled indices, so a step moves no data between devices;
 only the gradient (``4 P`` bytes for ``P`` float32 parameters) is reduced.
 
-References
-----------
-.. [JAXsharding] JAX documentation, "Distributed arrays and automatic parallelization" and
-   "Multi-process environments" (jax.readthedocs.io).
+Example:
+    >>> from kan_jax.training import sharding as sh
+    >>> mesh = sh.make_mesh(1)
+    >>> dict(mesh.shape)
+    {'seeds': 1, 'data': 1, 'model': 1}
+
+References:
+    JAX documentation, "Distributed arrays and automatic parallelization" and "Multi-process
+    environments" (jax.readthedocs.io).
 """
 from __future__ import annotations
 
@@ -46,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from kan_jax.functional import PARAM_OUTPUT_AXIS
+from kan_jax.layer import PARAM_OUTPUT_AXIS
 
 __all__ = [
     "SEED_AXIS",
@@ -72,7 +77,6 @@ MODEL_AXIS = "model"
 AXES = (SEED_AXIS, DATA_AXIS, MODEL_AXIS)
 
 
-
 def _device_list(devices: Optional[Sequence[Any]]) -> list:
     return list(jax.devices() if devices is None else devices)
 
@@ -86,33 +90,26 @@ def make_mesh(
 ) -> Mesh:
     """A ``("seeds", "data", "model")`` mesh over the first ``num_devices`` devices.
 
-    Parameters
-    ----------
-    num_devices : int, optional
-        How many devices to use (default: all of :func:`jax.devices`, i.e. every device of
-        every process after :func:`initialize_distributed`).
-    seeds, model : int
-        Sizes of the ``"seeds"`` and ``"model"`` axes; the ``"data"`` axis gets
-        ``num_devices // (seeds * model)``.
-    devices : sequence, optional
-        The devices to choose from (default :func:`jax.devices`).
+    Args:
+        num_devices: how many devices to use (default: all of :func:`jax.devices`, i.e. every
+            device of every process after :func:`initialize_distributed`).
+        seeds: the size of the ``"seeds"`` axis.
+        model: the size of the ``"model"`` axis; the ``"data"`` axis gets
+            ``num_devices // (seeds * model)``.
+        devices: the devices to choose from (default :func:`jax.devices`).
 
-    Returns
-    -------
-    Mesh
-        Shape ``(seeds, num_devices // (seeds * model), model)``.
+    Returns:
+        A mesh of shape ``(seeds, num_devices // (seeds * model), model)``.
 
-    Raises
-    ------
-    ValueError
-        If more devices are asked for than exist (the message says how many there are and how
-        to force host devices on a CPU), or the axis sizes do not divide ``num_devices``.
+    Raises:
+        ValueError: more devices are asked for than exist (the message says how many there
+            are and how to force host devices on a CPU), or the axis sizes do not divide
+            ``num_devices``.
 
-    Examples
-    --------
-    >>> mesh = make_mesh(1)
-    >>> dict(mesh.shape)
-    {'seeds': 1, 'data': 1, 'model': 1}
+    Example:
+        >>> mesh = make_mesh(1)
+        >>> dict(mesh.shape)
+        {'seeds': 1, 'data': 1, 'model': 1}
     """
     available = _device_list(devices)
     n = len(available) if num_devices is None else int(num_devices)
@@ -149,11 +146,20 @@ def plan_mesh(
 
     Seeds are independent, so as many devices as possible go to the ``"seeds"`` axis (the
     largest divisor of ``num_devices`` that divides ``num_seeds``); the rest split every batch
-    (``"data"``), which must then divide each of ``batch_sizes``.
+    (``"data"``), which must then divide each of ``batch_sizes``: 4 devices, 2 seeds, batch
+    64 give seeds=2 x data=2; 4 devices, 5 seeds give seeds=1 x data=4.
 
-    Examples
-    --------
-    4 devices, 2 seeds, batch 64: seeds=2 x data=2. 4 devices, 5 seeds: seeds=1 x data=4.
+    Args:
+        num_devices: how many devices to use (``None``: all).
+        num_seeds: the number of vmapped seeds.
+        batch_sizes: every batch size the mesh must split.
+        devices: the devices to choose from (default :func:`jax.devices`).
+
+    Returns:
+        The mesh.
+
+    Raises:
+        ValueError: no split fits (the message names the sizes).
     """
     available = _device_list(devices)
     n = len(available) if num_devices is None else int(num_devices)
@@ -217,7 +223,7 @@ def param_specs(params: Any, mesh: Mesh, *, seed_axis: bool = False, shard_model
 
 
 def state_shardings(mesh: Mesh, tx: Any, state: Any, *, seed_axis: bool = False, shard_model: bool = False) -> Any:
-    """Shardings of a :class:`kan_jax.train.TrainState` (params, grid, optimizer state).
+    """Shardings of a :class:`kan_jax.training.TrainState` (params, grid, optimizer state).
 
     Params as :func:`param_specs`; the optimizer's parameter-shaped leaves (Adam's moments) like
     the params they belong to (found with :func:`optax.tree_map_params`); everything else
@@ -262,12 +268,13 @@ def place(tree: Any, shardings: Any) -> Any:
     them, :func:`jax.make_array_from_callback`), so this works in one process and across hosts
     alike. PRNG key arrays are placed through their raw key data.
 
-    Parameters
-    ----------
-    tree : PyTree
-        Arrays (NumPy, JAX or typed PRNG keys), identical in every process.
-    shardings : NamedSharding or PyTree
-        One sharding for every leaf, or a pytree of shardings matching ``tree``.
+    Args:
+        tree: arrays (NumPy, JAX or typed PRNG keys), identical in every process.
+        shardings: one :class:`~jax.sharding.NamedSharding` for every leaf, or a pytree of
+            shardings matching ``tree``.
+
+    Returns:
+        ``tree`` as global arrays.
     """
     if isinstance(shardings, NamedSharding):
         return jax.tree.map(lambda x: _place_leaf(x, shardings), tree)
@@ -316,16 +323,20 @@ def initialize_distributed(
     Gloo (``jax_cpu_collectives_implementation="gloo"``), which JAX needs for CPU collectives
     between processes.
 
-    Returns
-    -------
-    bool
+    Args:
+        coordinator_address: ``host:port`` of process 0.
+        num_processes: the number of processes.
+        process_id: this process's index.
+        local_device_ids: the devices this process uses (default: all it sees).
+        timeout_s: how long to wait for the other processes.
+
+    Returns:
         ``True`` if a multi-process runtime was started, ``False`` for a plain single process
         (nothing given, nothing in the environment, or ``num_processes == 1``).
 
-    Raises
-    ------
-    ValueError
-        For a process id outside ``[0, num_processes)`` or a non-integer environment value.
+    Raises:
+        ValueError: a process id outside ``[0, num_processes)`` or a non-integer environment
+            value.
     """
     def env_int(name: str) -> Optional[int]:
         value = os.environ.get(name)

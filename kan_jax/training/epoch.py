@@ -9,12 +9,23 @@ seed axis, so one compiled program trains several seeds of an algorithm at once.
 
 The grid of the KAN layers is part of :class:`TrainState` but not of the optimised params.
 
-Every function takes an optional ``mesh`` (:mod:`kan_jax.sharding`): batches are then split over
-its ``"data"`` axis and vmapped seeds over its ``"seeds"`` axis, and ``jit`` inserts the gradient
-all-reduce; the numbers are those of one device up to float rounding.
+Every function takes an optional ``mesh`` (:mod:`kan_jax.training.sharding`): batches are
+then split over its ``"data"`` axis and vmapped seeds over its ``"seeds"`` axis, and ``jit``
+inserts the gradient all-reduce; the numbers are those of one device up to float rounding.
 
 Nothing here knows a particular study: the optimisers of the MNIST study and its figure live in
 ``experiments/mnist_protocol.py``.
+
+Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from kan_jax import KAN
+    >>> from kan_jax.training import init_train_state, train_epoch
+    >>> model, tx = KAN((4, 3)), optax.adam(1e-3)
+    >>> x, y = jnp.ones((10, 4)), jnp.zeros(10, jnp.int32)
+    >>> state = init_train_state(model, tx, jax.random.key(0), x[:1])
+    >>> state, metrics = train_epoch(model, tx, state, jax.random.key(1), x, y, batch_size=4)
+    >>> sorted(metrics)
+    ['clip_factor', 'grad_norm', 'train_acc', 'train_loss']
 """
 from __future__ import annotations
 
@@ -27,7 +38,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from kan_jax.sharding import DATA_AXIS, SEED_AXIS, constrain_batch
+from kan_jax.training.sharding import DATA_AXIS, SEED_AXIS, constrain_batch
 
 __all__ = [
     "TrainState",
@@ -41,14 +52,10 @@ __all__ = [
 class TrainState(NamedTuple):
     """Everything a training run carries from step to step (a pytree).
 
-    Attributes
-    ----------
-    params:
-        The model's ``"params"`` collection (what the optimiser updates).
-    grid:
-        The model's ``"grid"`` collection (KAN knot grids; state, never optimised).
-    opt_state:
-        The optax state.
+    Attributes:
+        params: the model's ``"params"`` collection (what the optimiser updates).
+        grid: the model's ``"grid"`` collection (KAN knot grids; state, never optimised).
+        opt_state: the optax state.
     """
 
     params: Any
@@ -57,14 +64,40 @@ class TrainState(NamedTuple):
 
 
 def init_train_state(model: nn.Module, tx: optax.GradientTransformation, key: jax.Array, sample_x: jax.Array) -> TrainState:
-    """Initialise the model on ``sample_x`` and the optimiser on its params."""
+    """Initialise the model on ``sample_x`` and the optimiser on its params.
+
+    Args:
+        model: a Linen model, possibly with a ``"grid"`` collection (a KAN).
+        tx: the optimiser.
+        key: the PRNG key of the initialisation.
+        sample_x: an input batch (its shape sets the parameters' shapes).
+
+    Returns:
+        A :class:`TrainState`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, optax
+        >>> from kan_jax import KAN
+        >>> from kan_jax.training import init_train_state
+        >>> state = init_train_state(KAN((4, 3)), optax.adam(1e-3), jax.random.key(0), jnp.zeros((1, 4)))
+        >>> sorted(state.grid)
+        ['layers_0']
+    """
     variables = model.init(key, sample_x)
     params = variables["params"]
     return TrainState(params, variables.get("grid", {}), tx.init(params))
 
 
 def num_batches(n: int, batch_size: int) -> int:
-    """Batches per epoch with the last partial batch kept: ``ceil(n / batch_size)``."""
+    """Batches per epoch with the last partial batch kept: ``ceil(n / batch_size)``.
+
+    Raises:
+        ValueError: ``batch_size`` is below 1.
+
+    Example:
+        >>> num_batches(60_000, 64)
+        938
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     return math.ceil(n / batch_size)
@@ -109,32 +142,27 @@ def train_epoch(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One epoch of minibatch training with cross-entropy, as a single ``lax.scan``.
 
-    Parameters
-    ----------
-    model, tx:
-        The Linen classifier (logits) and the optimiser.
-    state:
-        The current :class:`TrainState`.
-    key:
-        PRNG key of this epoch's shuffle.
-    x, y:
-        Training inputs ``(N, ...)`` and integer labels ``(N,)``, already on the device.
-    batch_size:
-        Batch size (static); the last batch holds ``N mod batch_size`` samples if non-zero.
-    mesh:
-        Optional :class:`jax.sharding.Mesh` (:func:`kan_jax.sharding.make_mesh`): every batch is
-        split over its ``"data"`` axis (data parallelism; ``batch_size`` must be divisible by
-        its size) and the compiler all-reduces the gradient. The step is unchanged: the loss is
-        the masked mean over the whole batch, so clipping norms are those of the full gradient.
-        Place ``state`` and the data with :func:`kan_jax.sharding.place` (params replicated).
+    Args:
+        model: the Linen classifier (it returns logits).
+        tx: the optimiser.
+        state: the current :class:`TrainState`.
+        key: the PRNG key of this epoch's shuffle.
+        x: training inputs ``(N, ...)``, already on the device.
+        y: integer labels ``(N,)``.
+        batch_size: the batch size (static); the last batch holds ``N mod batch_size``
+            samples if that is not zero.
+        mesh: an optional :class:`jax.sharding.Mesh`
+            (:func:`kan_jax.training.sharding.make_mesh`): every batch is split over its
+            ``"data"`` axis (``batch_size`` must be divisible by its size) and the compiler
+            all-reduces the gradient. The loss stays the masked mean over the whole batch, so
+            clipping norms are those of the full gradient. Place ``state`` and the data with
+            :func:`kan_jax.training.sharding.place`.
 
-    Returns
-    -------
-    (state, metrics)
-        ``metrics`` holds the means over batches of the batch loss and accuracy
-        (``train_loss``, ``train_acc``, PyTorch's running average), and for δ-GClip the
-        means of the clipping factor and gradient norm (``clip_factor``, ``grad_norm``; NaN
-        for other optimisers).
+    Returns:
+        ``(state, metrics)``: ``metrics`` holds the means over batches of the batch loss and
+        accuracy (``train_loss``, ``train_acc``, PyTorch's running average) and, for δ-GClip,
+        of the clipping factor and gradient norm (``clip_factor``, ``grad_norm``; NaN for
+        other optimisers).
     """
     idx, mask = _batched_indices(jax.random.permutation(key, x.shape[0]), batch_size)
     idx, mask = constrain_batch(idx, mesh, axis=1), constrain_batch(mask, mesh, axis=1)
@@ -165,11 +193,21 @@ def evaluate(
 ) -> dict[str, jax.Array]:
     """Loss and accuracy on a dataset in batches, as one ``lax.scan``.
 
-    Returns both the mean of per-batch means (``val_loss_batchmean``, ``val_acc_batchmean``:
-    what a PyTorch loop averaging ``loss.item()`` over a ``DataLoader`` reports, the last
-    partial batch weighing as much as a full one) and the exact per-sample means
-    (``val_loss``, ``val_acc``). With ``mesh`` every batch is split over its ``"data"`` axis
-    (as in :func:`train_epoch`).
+    Args:
+        model: the Linen classifier.
+        params: its ``"params"`` collection.
+        grid: its ``"grid"`` collection (``{}`` for a model without one).
+        x: inputs ``(N, ...)``.
+        y: integer labels ``(N,)``.
+        batch_size: the batch size (static).
+        mesh: an optional mesh; every batch is split over its ``"data"`` axis (as in
+            :func:`train_epoch`).
+
+    Returns:
+        The mean of per-batch means (``val_loss_batchmean``, ``val_acc_batchmean``: what a
+        PyTorch loop averaging ``loss.item()`` over a ``DataLoader`` reports, the last partial
+        batch weighing as much as a full one) and the exact per-sample means (``val_loss``,
+        ``val_acc``).
     """
     idx, mask = _batched_indices(jnp.arange(x.shape[0]), batch_size)
     idx, mask = constrain_batch(idx, mesh, axis=1), constrain_batch(mask, mesh, axis=1)
@@ -201,16 +239,27 @@ def make_epoch_fn(
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """A compiled ``epoch(state, key, x_train, y_train, x_val, y_val) -> (state, metrics)``.
 
-    One call trains one epoch (:func:`train_epoch`) then evaluates (:func:`evaluate`). With
-    ``vmap_seeds`` every leaf of ``state`` and ``key`` has a leading seed axis and the data
-    are shared: all seeds run in one program. The state argument is donated (its buffers are
-    reused for the result).
+    One call trains one epoch (:func:`train_epoch`) then evaluates (:func:`evaluate`). The
+    state argument is donated (its buffers are reused for the result).
 
-    With a ``mesh`` (:mod:`kan_jax.sharding`) the program runs on all its devices: the seed axis
-    is split over ``"seeds"`` (``jax.vmap(..., spmd_axis_name="seeds")``; place state and keys
-    with :func:`kan_jax.sharding.state_shardings` / ``seed_sharding``) and every batch over
-    ``"data"``; the data are replicated. The numbers equal the one-device program's up to float
-    rounding.
+    Args:
+        model: the Linen classifier.
+        tx: the optimiser.
+        batch_size: the training batch size.
+        eval_batch_size: the evaluation batch size (default ``batch_size``).
+        vmap_seeds: every leaf of ``state`` and ``key`` has a leading seed axis and the data
+            are shared: all seeds run in one program.
+        mesh: an optional mesh (:mod:`kan_jax.training.sharding`): the seed axis is split
+            over ``"seeds"`` (``jax.vmap(..., spmd_axis_name="seeds")``; place state and keys
+            with :func:`kan_jax.training.sharding.state_shardings` and ``seed_sharding``) and
+            every batch over ``"data"``; the data are replicated. The numbers equal the
+            one-device program's up to float rounding.
+
+    Returns:
+        The jitted epoch function.
+
+    Raises:
+        ValueError: a batch size is not divisible by the mesh's data-parallel size.
     """
     eval_batch_size = eval_batch_size or batch_size
     if mesh is not None:

@@ -11,11 +11,15 @@ final name. Plain ``flax.serialization.to_bytes`` files are read as well.
 (any pytree: params, grid, optimiser state, PRNG key data) together with JSON metadata (epoch,
 history, configuration), so a run can continue from it.
 
-Examples
---------
->>> save_params("runs/theta0.msgpack", params)
->>> params = load_params("runs/theta0.msgpack", target=params)   # same structure back
->>> raw = load_params("runs/theta0.msgpack")                      # nested dicts of numpy arrays
+Example:
+    >>> import tempfile, jax.numpy as jnp
+    >>> from kan_jax.training.checkpoint import load_params, save_params
+    >>> params = {"w": jnp.arange(3.0)}
+    >>> path = save_params(tempfile.mkdtemp() + "/theta0.msgpack", params)
+    >>> load_params(path, target=params)["w"].tolist()   # the same structure back
+    [0.0, 1.0, 2.0]
+    >>> sorted(load_params(path))                         # nested dicts of numpy arrays
+    ['w']
 """
 from __future__ import annotations
 
@@ -46,17 +50,12 @@ class CheckpointError(ValueError):
 def save_params(path: str | os.PathLike, params: PyTree) -> Path:
     """Write a parameter pytree to ``path`` atomically (msgpack).
 
-    Parameters
-    ----------
-    path : str or PathLike
-        Destination file; parent directories are created.
-    params : PyTree
-        Any pytree Flax can turn into a state dict (dicts, lists, tuples, NamedTuples,
-        ``flax.struct`` dataclasses, arrays, scalars).
+    Args:
+        path: the destination file; parent directories are created.
+        params: any pytree Flax can turn into a state dict (dicts, lists, tuples, NamedTuples,
+            ``flax.struct`` dataclasses, arrays, scalars).
 
-    Returns
-    -------
-    Path
+    Returns:
         The path written.
     """
     state = serialization.to_state_dict(jax.device_get(params))
@@ -67,27 +66,21 @@ def save_params(path: str | os.PathLike, params: PyTree) -> Path:
 def load_params(path: str | os.PathLike, target: PyTree | None = None) -> PyTree:
     """Read a parameter pytree written by :func:`save_params`.
 
-    Parameters
-    ----------
-    path : str or PathLike
-        Checkpoint file.
-    target : PyTree, optional
-        A pytree of the expected structure (e.g. freshly initialised params). When given, the
-        result has exactly that structure (:func:`flax.serialization.from_state_dict`); without
-        it the raw state dict is returned: nested dicts with string keys and numpy leaves (lists
-        and tuples come back as dicts keyed ``"0"``, ``"1"``, ...).
+    Args:
+        path: the checkpoint file.
+        target: a pytree of the expected structure (e.g. freshly initialised params). When
+            given, the result has exactly that structure
+            (:func:`flax.serialization.from_state_dict`); without it the raw state dict comes
+            back: nested dicts with string keys and numpy leaves (lists and tuples as dicts
+            keyed ``"0"``, ``"1"``, ...).
 
-    Returns
-    -------
-    PyTree
+    Returns:
+        The parameters.
 
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist (the message names it).
-    CheckpointError
-        (a ``ValueError``) if the file is not a readable msgpack parameter checkpoint or does
-        not match ``target``; the message names the path.
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message names it).
+        CheckpointError: (a ``ValueError``) the file is not a readable msgpack parameter
+            checkpoint or does not match ``target``; the message names the path.
     """
     path = Path(path)
     state = _read_msgpack(path, "parameter")
@@ -104,19 +97,14 @@ def load_params(path: str | os.PathLike, target: PyTree | None = None) -> PyTree
 def save_checkpoint(path: str | os.PathLike, tree: PyTree, metadata: dict[str, Any]) -> Path:
     """Write a training-state pytree and JSON metadata to ``path`` atomically (msgpack).
 
-    Parameters
-    ----------
-    path : str or PathLike
-        Destination file; parent directories are created.
-    tree : PyTree
-        E.g. a ``TrainState`` (params, grid, optax state) and PRNG key data
-        (``jax.random.key_data``); typed PRNG keys cannot be stored directly.
-    metadata : dict
-        Anything :func:`json.dumps` accepts (epoch, per-epoch history, configuration).
+    Args:
+        path: the destination file; parent directories are created.
+        tree: e.g. a ``TrainState`` (params, grid, optax state) and PRNG key data
+            (``jax.random.key_data``); typed PRNG keys cannot be stored directly.
+        metadata: anything :func:`json.dumps` accepts (epoch, per-epoch history,
+            configuration).
 
-    Returns
-    -------
-    Path
+    Returns:
         The path written.
     """
     state = serialization.to_state_dict(jax.device_get(tree))
@@ -129,20 +117,18 @@ def save_checkpoint(path: str | os.PathLike, tree: PyTree, metadata: dict[str, A
 def load_checkpoint(path: str | os.PathLike, target: PyTree) -> tuple[PyTree, dict[str, Any]]:
     """Read ``(tree, metadata)`` written by :func:`save_checkpoint`.
 
-    Parameters
-    ----------
-    path : str or PathLike
-        Checkpoint file.
-    target : PyTree
-        A pytree of the expected structure (e.g. a freshly initialised training state); the
-        result has exactly its structure, with numpy leaves.
+    Args:
+        path: the checkpoint file.
+        target: a pytree of the expected structure (e.g. a freshly initialised training
+            state); the result has exactly its structure, with numpy leaves.
 
-    Raises
-    ------
-    FileNotFoundError
-        If ``path`` does not exist.
-    CheckpointError
-        If the file is not a training-state checkpoint or does not match ``target``.
+    Returns:
+        ``(tree, metadata)``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        CheckpointError: the file is not a training-state checkpoint or does not match
+            ``target``.
     """
     path = Path(path)
     state = _read_msgpack(path, "training-state")

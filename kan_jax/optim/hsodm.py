@@ -1,0 +1,185 @@
+r"""HSODM, the homogeneous second-order descent method, as an optax transformation.
+
+At a point with gradient ``g`` and Hessian ``H``, HSODM takes the leftmost eigenvector
+``(v, t)`` of the aggregated matrix
+
+.. math::
+    F = \begin{pmatrix} H & g \\ g^\top & -\delta \end{pmatrix}, \qquad
+    \theta = \lambda_{\min}(F) \le \min(\lambda_{\min}(H), -\delta),
+
+so that ``v / t = -(H + |\theta| I)^{-1} g`` is a regularised Newton step, defined and descending
+even where ``H`` is indefinite. When ``|t| < nu`` the direction is ``v`` itself, a direction of
+negative curvature. The eigenpair comes from Lanczos on the matrix-free operator
+(:func:`kan_jax.curvature.augmented`, one Hessian-vector product per step with the primal pass
+shared by :func:`jax.linearize`), warm-started from the previous eigenvector; an optax line
+search chooses the step size. The paper's theory takes ``delta = sqrt(epsilon)`` for an
+``epsilon``-approximate second-order point in ``O(epsilon^{-3/2})`` iterations and
+``nu in (0, 1/2)``.
+
+References:
+  Zhang, Ge, He, Jiang, Jiang, Xue and Ye, `A homogeneous second-order descent method for
+  nonconvex optimization <https://arxiv.org/abs/2211.08212>`_, 2022.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.flatten_util import ravel_pytree
+
+from kan_jax.curvature.krylov import lanczos, tridiagonal_eigh
+
+__all__ = ["ScaleByHSODMState", "scale_by_hsodm", "hsodm"]
+
+
+class ScaleByHSODMState(NamedTuple):
+    """State of :func:`scale_by_hsodm`.
+
+    Attributes:
+        count: Number of updates so far (int32).
+        vector: Parameter part ``v`` of the last leftmost eigenvector; with ``scalar`` the warm
+            start of the next Lanczos run.
+        scalar: Last component ``t`` of that eigenvector.
+        eigenvalue: ``lambda_min(F)`` of the last step (Ritz value).
+        residual: Ritz residual estimate ``beta_m |s_{m-1}|`` of that eigenpair.
+        used_newton: Whether the last direction was ``v / t`` (``|t| >= nu``) rather than ``v``.
+        num_matvecs: Total Hessian-vector products used (int32).
+    """
+
+    count: jax.Array
+    vector: optax.Params
+    scalar: jax.Array
+    eigenvalue: jax.Array
+    residual: jax.Array
+    used_newton: jax.Array
+    num_matvecs: jax.Array
+
+
+def _check(delta: Any, nu: Any, radius: Any, num_lanczos_steps: Any) -> None:
+    if isinstance(delta, (int, float)) and not delta >= 0:
+        raise ValueError(f"delta must be >= 0, got {delta}")
+    if isinstance(nu, (int, float)) and not 0 < nu < 0.5:
+        raise ValueError(f"nu must be in (0, 1/2) as in the paper, got {nu}")
+    if radius is not None and isinstance(radius, (int, float)) and not radius > 0:
+        raise ValueError(f"radius must be > 0 or None, got {radius}")
+    if not isinstance(num_lanczos_steps, int) or num_lanczos_steps < 2:
+        raise ValueError(f"num_lanczos_steps must be an int >= 2, got {num_lanczos_steps!r}")
+
+
+def _accepted_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``kwargs`` that ``fn`` takes by name (as optax's line searches pass them)."""
+    names = inspect.signature(fn).parameters
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+def scale_by_hsodm(
+    delta: float = 1e-4,
+    nu: float = 1e-2,
+    radius: Optional[float] = None,
+    num_lanczos_steps: int = 20,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Replace the gradient by HSODM's direction from the leftmost eigenvector of ``F``.
+
+    .. math::
+        F \begin{pmatrix} v \\ t \end{pmatrix} = \theta \begin{pmatrix} v \\ t \end{pmatrix}, \qquad
+        d = \begin{cases} v / t & |t| \ge \nu \\ v & \text{otherwise} \end{cases}, \qquad
+        d \leftarrow -\operatorname{sign}(g^\top d)\, d .
+
+    The first Lanczos run starts from ``(0, 1)``, whose Krylov space contains ``(g, -delta)``.
+
+    Args:
+        delta: ``delta >= 0`` of ``F`` (the paper's ``sqrt(epsilon)``; DRSOM.jl's default).
+        nu: Threshold on ``|t|`` in ``(0, 1/2)``.
+        radius: Optional cap ``Delta`` on ``||d||`` (the paper's fixed-radius variant).
+        num_lanczos_steps: Lanczos steps (Hessian-vector products) per update.
+
+    Returns:
+        A :class:`optax.GradientTransformationExtraArgs` whose ``update(grads, state, params, *,
+        value_fn, **extra_args)`` calls ``value_fn(params, **kwargs)`` with the ``extra_args`` it
+        accepts by name.
+    """
+    _check(delta, nu, radius, num_lanczos_steps)
+    run_lanczos = lanczos(num_lanczos_steps)
+
+    def init_fn(params: optax.Params) -> ScaleByHSODMState:
+        x0, unravel = ravel_pytree(params)
+        zero = jnp.zeros([], x0.dtype)
+        return ScaleByHSODMState(count=jnp.zeros([], jnp.int32), vector=unravel(jnp.zeros_like(x0)),
+                                 scalar=jnp.ones([], x0.dtype), eigenvalue=zero, residual=zero,
+                                 used_newton=jnp.zeros([], bool), num_matvecs=jnp.zeros([], jnp.int32))
+
+    def update_fn(updates, state, params=None, *, value_fn: Callable[..., jax.Array], **extra_args):
+        if params is None:
+            raise ValueError("scale_by_hsodm needs params (the point at which the Hessian is taken)")
+        kwargs = _accepted_kwargs(value_fn, extra_args)
+        x0, unravel = ravel_pytree(params)
+        dtype, n = x0.dtype, x0.shape[0]
+        g = ravel_pytree(updates)[0].astype(dtype)
+        grad = jax.grad(lambda p: value_fn(p, **kwargs))
+        _, hvp = jax.linearize(lambda x: ravel_pytree(grad(unravel(x)))[0].astype(dtype), x0)
+        dlt = jnp.asarray(delta, dtype)
+
+        def amv(z):
+            v, t = z[:n], z[n]
+            return jnp.concatenate([hvp(v) + t * g, (jnp.vdot(g, v) - dlt * t)[None]])
+
+        z0 = jnp.concatenate([ravel_pytree(state.vector)[0].astype(dtype), state.scalar.astype(dtype)[None]])
+        res = run_lanczos(amv, z0)
+        theta, s = tridiagonal_eigh(res.alphas, res.betas)
+        z = s[:, 0] @ res.basis
+        z = z / jnp.linalg.norm(z)
+        v, t = z[:n], z[n]
+        big_t = jnp.abs(t) >= nu
+        d = jnp.where(big_t, v / jnp.where(big_t, t, 1), v)
+        d = jnp.where(jnp.vdot(g, d) > 0, -d, d)
+        if radius is not None:
+            dn = jnp.linalg.norm(d)
+            d = d * jnp.minimum(1, jnp.asarray(radius, dtype) / jnp.where(dn > 0, dn, 1))
+        new_state = ScaleByHSODMState(
+            count=optax.safe_increment(state.count), vector=unravel(v), scalar=t, eigenvalue=theta[0],
+            residual=jnp.abs(res.residual_norm * s[-1, 0]), used_newton=big_t,
+            num_matvecs=state.num_matvecs + res.alphas.shape[0])
+        return unravel(d), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def hsodm(
+    delta: float = 1e-4,
+    nu: float = 1e-2,
+    radius: Optional[float] = None,
+    num_lanczos_steps: int = 20,
+    linesearch: Optional[Union[optax.GradientTransformationExtraArgs, optax.GradientTransformation]] = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""HSODM: :func:`scale_by_hsodm` followed by a line search, used like ``optax.lbfgs``.
+
+    Args:
+        delta: ``delta`` of the aggregated matrix ``[[H, g], [g^T, -delta]]``.
+        nu: Threshold on ``|t|``: ``d = v / t`` if ``|t| >= nu``, else ``d = v``.
+        radius: Optional cap on ``||d||`` before the line search.
+        num_lanczos_steps: Hessian-vector products per step for the eigenpair.
+        linesearch: An optax line search; default optax's zoom line search (20 steps, unit
+            initial guess, as in ``optax.lbfgs``).
+
+    Returns:
+        ``optax.chain(scale_by_hsodm(...), linesearch)``, updated with ``tx.update(grads, state,
+        params, value=value, grad=grads, value_fn=f)``.
+
+    Example:
+        >>> import optax, jax.numpy as jnp
+        >>> f = lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2   # Rosenbrock
+        >>> tx = hsodm(num_lanczos_steps=3)
+        >>> x = jnp.array([-1.2, 1.0]); state = tx.init(x)
+        >>> for _ in range(30):
+        ...     value, grad = optax.value_and_grad_from_state(f)(x, state=state)
+        ...     updates, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=f)
+        ...     x = optax.apply_updates(x, updates)
+        >>> bool(jnp.allclose(x, 1.0, atol=1e-6))
+        True
+    """
+    if linesearch is None:
+        linesearch = optax.scale_by_zoom_linesearch(max_linesearch_steps=20, initial_guess_strategy="one")
+    return optax.chain(scale_by_hsodm(delta, nu, radius, num_lanczos_steps), linesearch)
