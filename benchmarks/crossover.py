@@ -1,20 +1,21 @@
-"""The crossovers behind ``"auto"``'s constants on this backend, measured in one run.
+"""The crossovers behind ``"auto"``'s thresholds on this backend, measured in one run.
 
-``kan_jax.functional`` chooses a layer's spline strategy by three backend-keyed constants whose
-CPU values come from measurements (``benchmarks/RESULTS.md``). This script takes the same
-measurements on whatever backend JAX runs on (meant for a GPU session, where device time is
-short: one command, a few minutes) and prints the values they suggest:
+:mod:`kan_jax.layer.config` chooses a layer's spline strategy by a backend's
+:class:`~kan_jax.layer.StrategyThresholds` (``DEFAULT_STRATEGY_THRESHOLDS``). This script takes
+the measurements behind its three fields on whatever backend JAX runs on (one command, a few
+minutes) and prints the values they suggest; every variant is passed to the layers explicitly
+(their ``spline_strategy`` or ``strategy_thresholds`` field):
 
-* ``DENSE_MAX_BASES_PER_WINDOW``: one Adam step inside a compiled ``lax.scan``
+* ``dense_max_bases_per_window``: one Adam step inside a compiled ``lax.scan``
   (:func:`benchmarks.spline_scaling.jax_step_timings`) with ``"dense"`` and ``"local"`` at each
   G of ``--grid-sizes``, for the study's [784, 64, 10] at batch 64 and FlashKAN's [784, 10] at
   batch 200. The suggested factor is ``(G + k) / (k + 1)`` at the largest G below which dense
   is faster on the study's shape (the rule is ``dense while G + k <= factor * (k + 1)``).
-* ``UNROLLED_MAX_BASES_AUTO``: a training epoch as the study runs it
+* ``unrolled_max_bases``: a training epoch as the study runs it
   (:func:`benchmarks.epoch_strategies.epoch_timing`, batches gathered inside the scan) with
   ``"unrolled"`` and ``"dense"`` at each G of ``--small-grid-sizes``; suggested: the largest
   ``G + k`` up to which unrolled is faster and compiles in at most ``--max-compile-s``.
-* ``DENSE_TRANSPOSED_MAX_OUT``: a dense step of a [784, out] layer (batch 200, G = 10 and 100)
+* ``dense_transposed_max_out``: a dense step of a [784, out] layer (batch 200, G = 10 and 100)
   with the product against the ``(in·n, out)`` weight and against it turned to ``(out, in·n)``,
   for each out of ``--outs``; suggested: the smallest out from which ``(in·n, out)`` is faster.
 
@@ -37,13 +38,22 @@ import numpy as np
 from benchmarks.epoch_strategies import epoch_timing
 from benchmarks.mnist_study import machine_name
 from benchmarks.spline_scaling import jax_step_timings, write_section
-from kan_jax import functional as F
+from kan_jax.layer import StrategyThresholds, default_thresholds
 
 K = 3  # spline order of every measurement
 
 
-def _step_ms(widths: list[int], grid_size: int, strategy: str, batch: int, args: argparse.Namespace) -> float:
-    return jax_step_timings(widths, grid_size, strategy, batch, args.scan_steps, args.repeats, init_repeats=1)["step_ms"]
+def _step_ms(
+    widths: list[int],
+    grid_size: int,
+    strategy: str,
+    batch: int,
+    args: argparse.Namespace,
+    thresholds: Optional[StrategyThresholds] = None,
+) -> float:
+    return jax_step_timings(
+        widths, grid_size, strategy, batch, args.scan_steps, args.repeats, init_repeats=1, thresholds=thresholds
+    )["step_ms"]
 
 
 def dense_local_table(args: argparse.Namespace) -> tuple[str, float]:
@@ -86,26 +96,20 @@ def unrolled_table(args: argparse.Namespace) -> tuple[str, int]:
 
 def orientation_table(args: argparse.Namespace) -> tuple[str, int]:
     """Dense step of a [784, out] layer with each weight orientation, and the suggested threshold."""
-    backend = jax.default_backend()
-    saved = dict(F.DENSE_TRANSPOSED_MAX_OUT)
+    base = default_thresholds()
     lines = ["| out | G | (in·n, out) (ms) | (out, in·n) (ms) |", "|---|---|---|---|"]
     transposed_wins: dict[int, bool] = {}
-    try:
-        for out in args.outs:
-            wins = True
-            for g in (10, 100):
-                times = []
-                for threshold in (0, out + 1):  # 0: (in·n, out); out + 1: (out, in·n)
-                    F.DENSE_TRANSPOSED_MAX_OUT[backend] = threshold
-                    jax.clear_caches()  # the orientation is chosen when the step is traced
-                    times.append(_step_ms([784, out], g, "dense", 200, args))
-                lines.append(f"| {out} | {g} | {times[0]:.2f} | {times[1]:.2f} |")
-                print(lines[-1], flush=True)
-                wins &= times[1] < times[0]
-            transposed_wins[out] = wins
-    finally:
-        F.DENSE_TRANSPOSED_MAX_OUT.clear()
-        F.DENSE_TRANSPOSED_MAX_OUT.update(saved)
+    for out in args.outs:
+        wins = True
+        for g in (10, 100):
+            times = [
+                _step_ms([784, out], g, "dense", 200, args, base.replace(dense_transposed_max_out=threshold))
+                for threshold in (0, out + 1)  # 0: (in·n, out); out + 1: (out, in·n)
+            ]
+            lines.append(f"| {out} | {g} | {times[0]:.2f} | {times[1]:.2f} |")
+            print(lines[-1], flush=True)
+            wins &= times[1] < times[0]
+        transposed_wins[out] = wins
     suggested = 0
     for out in sorted(transposed_wins):  # below the first width where (in·n, out) wins
         if not transposed_wins[out]:
@@ -130,24 +134,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     dense_local, factor = dense_local_table(args)
     unrolled, cap = unrolled_table(args)
     orientation, max_out = orientation_table(args)
-    current = (
-        F.DENSE_MAX_BASES_PER_WINDOW.get(backend),
-        F.UNROLLED_MAX_BASES_AUTO.get(backend),
-        F.DENSE_TRANSPOSED_MAX_OUT.get(backend, 0),
-    )
+    rule = default_thresholds(backend)
+    current = (rule.dense_max_bases_per_window, rule.unrolled_max_bases, rule.dense_transposed_max_out)
     text = "\n".join([
         f"## Strategy crossovers on {backend} (`python -m benchmarks.crossover`)\n",
         f"Machine: {machine_name()}. One Adam step inside a compiled scan of {args.scan_steps} steps, best of "
         f"{args.repeats}, k = {K}; the unrolled/dense rows are whole training epochs as the study runs them.\n",
-        "Dense against local (`DENSE_MAX_BASES_PER_WINDOW`):\n",
+        "Dense against local (`dense_max_bases_per_window`):\n",
         dense_local,
-        f"\nUnrolled against dense bases at small G (`UNROLLED_MAX_BASES_AUTO`), [784, 64, 10], {args.samples} "
+        f"\nUnrolled against dense bases at small G (`unrolled_max_bases`), [784, 64, 10], {args.samples} "
         "inputs gathered in batches of 64:\n",
         unrolled,
-        "\nWeight orientation of the dense product (`DENSE_TRANSPOSED_MAX_OUT`), [784, out] at batch 200:\n",
+        "\nWeight orientation of the dense product (`dense_transposed_max_out`), [784, out] at batch 200:\n",
         orientation,
-        f"\nSuggested for `{backend}`: DENSE_MAX_BASES_PER_WINDOW {factor:g} (now {current[0]}), "
-        f"UNROLLED_MAX_BASES_AUTO {cap} (now {current[1]}), DENSE_TRANSPOSED_MAX_OUT {max_out} (now {current[2]}).",
+        f"\nSuggested for `{backend}`: dense_max_bases_per_window {factor:g} (now {current[0]}), "
+        f"unrolled_max_bases {cap} (now {current[1]}), dense_transposed_max_out {max_out} (now {current[2]}).",
     ])
     print(text)
     if not args.no_write:

@@ -3,8 +3,8 @@
 ``kan_jax.training.train_epoch`` (batch 64, Adam, 60,000 random inputs gathered batch by batch
 inside one ``lax.scan``, as in ``python -m experiments.mnist``) with ``spline_strategy`` set to
 each of ``--strategies`` at each G of ``--grid-sizes``: the compile time of the epoch and its best
-wall time of three. This is the measurement behind ``UNROLLED_MAX_BASES_AUTO`` in
-:mod:`kan_jax.functional`; prints a Markdown table (record it in ``benchmarks/RESULTS.md``).
+wall time of three. This is the measurement behind ``StrategyThresholds.unrolled_max_bases``
+(:mod:`kan_jax.layer.config`); prints a Markdown table (record it in ``benchmarks/RESULTS.md``).
 
 Usage::
 
@@ -24,12 +24,20 @@ import optax
 from benchmarks.mnist_study import machine_name
 from benchmarks.spline_scaling import best_of
 from kan_jax import KAN
+from kan_jax.layer import StrategyThresholds
 from kan_jax.training import init_train_state, train_epoch
 
 
-def epoch_timing(grid_size: int, strategy: str, x: jax.Array, y: jax.Array, repeats: int = 3) -> tuple[float, float]:
-    """(compile seconds, best epoch seconds) of one training epoch."""
-    model = KAN([x.shape[1], 64, 10], grid_size=grid_size, spline_strategy=strategy)
+def epoch_timing(
+    grid_size: int,
+    strategy: str,
+    x: jax.Array,
+    y: jax.Array,
+    repeats: int = 3,
+    thresholds: Optional[StrategyThresholds] = None,
+) -> tuple[float, float]:
+    """(compile seconds, best epoch seconds) of one training epoch; ``thresholds``: the layers' ``strategy_thresholds``."""
+    model = KAN([x.shape[1], 64, 10], grid_size=grid_size, spline_strategy=strategy, strategy_thresholds=thresholds)
     tx = optax.adam(1e-3)
     state = init_train_state(model, tx, jax.random.key(0), x[:1])
     run = jax.jit(lambda st, k, xs, ys: train_epoch(model, tx, st, k, xs, ys, 64))

@@ -45,7 +45,7 @@ import optax
 jax.config.update("jax_enable_x64", True)  # the float64 reference; everything else is cast to float32
 
 from experiments._env import default_mnist_dir, device_description  # noqa: E402
-from experiments.landscape import MLP  # noqa: E402
+from experiments.models import MLP  # noqa: E402
 from kan_jax import hessian as hs  # noqa: E402
 from kan_jax.data import load_mnist, preprocess_mnist  # noqa: E402
 

@@ -1,10 +1,10 @@
 """Cost of a KAN training step as the grid grows: dense vs local spline branch, against efficient-kan.
 
-Measures, side by side in one process on this machine (issue #9):
+Measures, side by side in one process on this machine:
 
 * ``step``: one Adam step of a [784, 64, 10] KAN on a batch of 64 (the MNIST study's model),
   for G in ``--grid-sizes``, with the spline branch ``dense``, ``local`` and ``auto`` (what a
-  layer picks by :func:`kan_jax.functional.choose_spline_strategy`); the time per step is
+  layer picks by :func:`kan_jax.layer.choose_spline_strategy`); the time per step is
   taken inside a compiled ``lax.scan`` of ``--scan-steps`` steps (as in the study's epoch);
   the compile time of the step and the time of ``model.init`` (eager, as a user calls it, the
   first call in a fresh process: JAX's in-memory caches and the host spline-fit factors are
@@ -42,7 +42,8 @@ import optax
 
 from benchmarks.mnist_study import machine_name
 from kan_jax import KAN
-from kan_jax import functional as F
+from kan_jax.layer import StrategyThresholds, choose_spline_strategy
+from kan_jax.layer import init as layer_init
 from kan_jax.io import atomic_write
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -71,21 +72,40 @@ def jax_step_timings(
     repeats: int,
     key: int = 0,
     init_repeats: int = INIT_REPEATS,
+    thresholds: Optional[StrategyThresholds] = None,
 ) -> dict[str, float]:
-    """Init time (best of ``init_repeats`` first calls), compile time and per-step time (inside a scan) of an Adam step of a KAN."""
-    model = KAN(widths, grid_size=grid_size, spline_strategy=strategy)
+    """Init time (best of ``init_repeats`` first calls), compile time and per-step time (inside a scan) of an Adam step of a KAN.
+
+    ``thresholds`` is the layers' ``strategy_thresholds`` (``None``: the backend's default).
+    """
+    model = KAN(widths, grid_size=grid_size, spline_strategy=strategy, strategy_thresholds=thresholds)
+    x0 = jnp.zeros((batch, widths[0]), jnp.float32)
+    init_s = min(first_init_s(model.init, jax.random.key(key), x0) for _ in range(init_repeats))
+    compile_s, run = compiled_adam_scan(model, batch, scan_steps, key)
+    run()
+    per_step = best_of(run, repeats) / scan_steps
+    return {"init_s": init_s, "compile_s": compile_s, "step_ms": per_step * 1e3}
+
+
+def first_init_s(init: Callable[[jax.Array, jax.Array], Any], key: jax.Array, x: jax.Array) -> float:
+    """Wall time of ``init(key, x)`` (e.g. ``model.init``) as a user's first call: JAX's in-memory
+    caches and the host spline-fit factors are cleared first, so compilation is included."""
+    jax.clear_caches()
+    layer_init._host_pseudo_inverse.cache_clear()
+    layer_init._host_banded_fit.cache_clear()
+    t = time.perf_counter()
+    jax.block_until_ready(init(key, x))
+    return time.perf_counter() - t
+
+
+def compiled_adam_scan(model: Any, batch: int, scan_steps: int, key: int = 0) -> tuple[float, Callable[[], Any]]:
+    """(compile seconds, a blocking zero-argument run) of ``scan_steps`` Adam steps of ``model``
+    on fixed random batches of ``batch`` inputs (cross-entropy over the last width's classes)."""
+    widths = model.layers_hidden
     rng = np.random.default_rng(key)
     xs = jnp.asarray(rng.uniform(-1, 1, size=(scan_steps, batch, widths[0])).astype(np.float32))
     ys = jnp.asarray(rng.integers(0, widths[-1], size=(scan_steps, batch)).astype(np.int32))
-    init_s = float("inf")
-    for _ in range(init_repeats):  # best of a few first calls
-        jax.clear_caches()  # model.init as a user's first call: compiles its programs
-        F._host_pseudo_inverse.cache_clear()  # and factors the spline fit on the host
-        F._host_banded_fit.cache_clear()
-        t = time.perf_counter()
-        variables = model.init(jax.random.key(key), xs[0])
-        jax.block_until_ready(variables)
-        init_s = min(init_s, time.perf_counter() - t)
+    variables = model.init(jax.random.key(key), xs[0])
     tx = optax.adam(1e-3)
     params, grid = variables["params"], variables["grid"]
     opt_state = tx.init(params)
@@ -99,15 +119,13 @@ def jax_step_timings(
         updates, opt_state = tx.update(g, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
-    def run(params, opt_state, xs, ys):
+    def scan(params, opt_state, xs, ys):
         return jax.lax.scan(step, (params, opt_state), (xs, ys))
 
     t = time.perf_counter()
-    compiled = jax.jit(run).lower(params, opt_state, xs, ys).compile()
+    compiled = jax.jit(scan).lower(params, opt_state, xs, ys).compile()
     compile_s = time.perf_counter() - t
-    jax.block_until_ready(compiled(params, opt_state, xs, ys))
-    per_step = best_of(lambda: jax.block_until_ready(compiled(params, opt_state, xs, ys)), repeats) / scan_steps
-    return {"init_s": init_s, "compile_s": compile_s, "step_ms": per_step * 1e3}
+    return compile_s, lambda: jax.block_until_ready(compiled(params, opt_state, xs, ys))
 
 
 def adam_floor_ms(widths: list[int], grid_size: int, scan_steps: int, repeats: int) -> float:
@@ -171,7 +189,7 @@ def step_table(args: argparse.Namespace, ekan: Any) -> str:
         return args.scan_steps if g <= 100 else max(2, args.scan_steps // 4)
     for g in args.grid_sizes:
         n = g + 3
-        auto = F.choose_spline_strategy(n, 3)
+        auto = choose_spline_strategy(n, 3)
         row: dict[str, Any] = {"G": g, "auto": auto}
         row["unrolled"] = None
         for strategy in ("dense", "local") + (("unrolled",) if auto == "unrolled" else ()):
@@ -210,7 +228,7 @@ def flashkan_table(args: argparse.Namespace, ekan: Any) -> str:
         "|---|---|---|---|---|",
     ]
     for g in (10, 100, 500):
-        strategy = F.choose_spline_strategy(g + 3, 3)
+        strategy = choose_spline_strategy(g + 3, 3)
         r = jax_step_timings(widths, g, strategy, batch, steps, max(1, args.repeats // 3))
         epoch = r["step_ms"] * steps / 1e3
         if ekan is not None:

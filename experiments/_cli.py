@@ -13,9 +13,11 @@ being the published set-up). This module derives the flags from the fields:
   ``<name>-`` (``adamw: HP`` gives ``--adamw-lr``), or the prefix in the metadata
   (``prefix=""`` flattens it);
 * :func:`option` sets per field what differs: ``flag`` (another name, e.g. ``--no-vmap``
-  for a ``vmap: bool = True``), ``help``, ``choices``, ``cli=False`` (no flag);
-* every preset but ``full`` gets a switch (``--quick``); a flag given on the command line
-  wins over the preset, a flag left out takes the preset's value; ``--help`` shows both.
+  for a ``vmap: bool = True``), ``help``, ``choices``, ``separator`` (a tuple given as one
+  argument, e.g. ``--width 5,3`` with ``separator=","``), ``cli=False`` (no flag);
+* ``--preset NAME`` picks a preset and every preset but ``full`` also gets a switch
+  (``--quick``); a flag given on the command line wins over the preset, a flag left out takes
+  the preset's value; ``--help`` shows both.
 
 Argument errors (a bad type, a value ``__post_init__`` rejects) go through
 ``parser.error``: usage, the message, exit status 2, so they are tested in-process with
@@ -62,11 +64,27 @@ def option(
     flag: Optional[str] = None,
     choices: Optional[Sequence[Any]] = None,
     prefix: Optional[str] = None,
+    separator: Optional[str] = None,
     cli: bool = True,
     default_factory: Any = _MISSING,
 ) -> Any:
-    """A dataclass field with command-line metadata (see the module docstring)."""
-    metadata = {"help": help, "flag": flag, "choices": choices, "prefix": prefix, "cli": cli}
+    """A dataclass field with command-line metadata.
+
+    Args:
+        default: the field's default.
+        help: the flag's help text.
+        flag: the flag's name when it is not ``--<field-name>``.
+        choices: the values allowed (each element, for a tuple).
+        prefix: for a dataclass field, the prefix of its fields' flags (``""``: none).
+        separator: for a tuple field, take one argument split at ``separator`` instead of
+            several arguments.
+        cli: ``False``: no flag (the field keeps its preset value).
+        default_factory: a factory for a mutable or nested default.
+
+    Returns:
+        A :func:`dataclasses.field`.
+    """
+    metadata = {"help": help, "flag": flag, "choices": choices, "prefix": prefix, "separator": separator, "cli": cli}
     if default_factory is not _MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -128,6 +146,9 @@ def _add(parser: argparse.ArgumentParser, cls: type, presets: Mapping[str, Any],
         elif scalar is bool:
             kwargs["action"] = "store_false" if flag.startswith("--no-") else "store_true"
             kwargs["help"] = meta.get("help") or None
+        elif is_tuple and meta.get("separator"):
+            kwargs["type"] = _split(flag, scalar if scalar in (int, float, str, Path) else str, meta["separator"])
+            kwargs["metavar"] = f.name.upper()
         else:
             kwargs["type"] = scalar if scalar in (int, float, str, Path) else str
             if is_tuple:
@@ -138,12 +159,43 @@ def _add(parser: argparse.ArgumentParser, cls: type, presets: Mapping[str, Any],
         parser.add_argument(flag, **kwargs)
 
 
+_WORDS = {int: "integers", float: "numbers"}
+
+
+def _split(flag: str, scalar: type, separator: str) -> Any:
+    """An argparse ``type`` turning ``"a,b,c"`` into a tuple of ``scalar``."""
+
+    def convert(text: str) -> tuple:
+        try:
+            return tuple(scalar(t) for t in text.split(separator))
+        except ValueError:
+            sep = "comma" if separator == "," else repr(separator)
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be {sep}-separated {_WORDS.get(scalar, 'values')}, got {text!r}") from None
+
+    return convert
+
+
 def build_parser(cls: type, presets: Mapping[str, Any], **parser_kwargs: Any) -> argparse.ArgumentParser:
-    """An ``ArgumentParser`` with one flag per field of ``cls`` and one switch per preset but ``full``."""
+    """An ``ArgumentParser`` with one flag per field of ``cls`` and the preset choices.
+
+    Args:
+        cls: the configuration dataclass.
+        presets: named instances of ``cls``; ``"full"`` is the default.
+        **parser_kwargs: passed to :class:`argparse.ArgumentParser` (``prog``, ``description``).
+
+    Returns:
+        The parser: ``--preset NAME``, one switch per preset but ``full``, one flag per field.
+
+    Raises:
+        ValueError: ``presets`` has no ``"full"``.
+    """
     if "full" not in presets:
         raise ValueError(f"presets must contain 'full', got {sorted(presets)}")
     parser = argparse.ArgumentParser(**parser_kwargs)
     _add(parser, cls, presets, (), "")
+    parser.add_argument("--preset", dest="cfg__preset", choices=sorted(presets), default="full",
+                        help="configuration preset (default full)")
     for name, preset in presets.items():
         if name != "full":
             parser.add_argument(f"--{name}", dest="cfg__preset", action="store_const", const=name, default="full",
@@ -169,14 +221,33 @@ def _build(cls: type, args: argparse.Namespace, base: Any, path: tuple[str, ...]
 def config_from_args(cls: type[C], presets: Mapping[str, C], args: argparse.Namespace) -> C:
     """The configuration: the chosen preset with every flag given on the command line applied.
 
-    Raises ``ValueError`` (from the dataclasses' ``__post_init__``) for invalid values.
+    Args:
+        cls: the configuration dataclass.
+        presets: its named instances.
+        args: what :func:`build_parser`'s parser returned.
+
+    Returns:
+        An instance of ``cls``.
+
+    Raises:
+        ValueError: from the dataclasses' ``__post_init__``, for invalid values.
     """
     return _build(cls, args, presets[getattr(args, "cfg__preset", "full")], ())
 
 
 def parse(cls: type[C], presets: Mapping[str, C], argv: Optional[Sequence[str]] = None,
           **parser_kwargs: Any) -> C:
-    """Parse ``argv`` into a configuration; invalid values are usage errors (exit status 2)."""
+    """Parse ``argv`` into a configuration; invalid values are usage errors (exit status 2).
+
+    Args:
+        cls: the configuration dataclass.
+        presets: its named instances (``"full"`` is the default).
+        argv: the arguments (default ``sys.argv[1:]``).
+        **parser_kwargs: passed to :class:`argparse.ArgumentParser`.
+
+    Returns:
+        An instance of ``cls``.
+    """
     parser = build_parser(cls, presets, **parser_kwargs)
     args = parser.parse_args(argv)
     try:

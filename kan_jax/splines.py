@@ -14,11 +14,11 @@ wanted (least-squares fits, small grids) and :func:`basis_matrix` straight into 
 * ``G`` grid intervals, ``k`` spline order (degree), ``n = G + k`` bases per input,
 * ``M = G + 2k + 1`` knots per input (the grid extended by ``k`` knots each side).
 
-References
-----------
-C. de Boor, *A Practical Guide to Splines*, Springer (1978), ch. IX (Cox-de Boor recursion).
-Z. Liu et al., "KAN: Kolmogorov-Arnold Networks", arXiv:2404.19756 (2024).
-Blealtan, *efficient-kan* (PyTorch), the basis-then-matmul formulation used here.
+References:
+  C. de Boor, *A Practical Guide to Splines*, Springer (1978), ch. IX (Cox-de Boor recursion,
+  ``BSPLVB``).
+  Z. Liu et al., "KAN: Kolmogorov-Arnold Networks", arXiv:2404.19756 (2024).
+  Blealtan, *efficient-kan* (PyTorch), the basis-then-matmul formulation used here.
 """
 from __future__ import annotations
 
@@ -44,7 +44,6 @@ __all__ = [
     "num_bases",
     "fit_spline_coefficients",
     "adaptive_grid",
-    "spline_order_of",
 ]
 
 
@@ -59,19 +58,20 @@ def uniform_grid(
 
     .. math:: h = (hi - lo) / G, \qquad t_i = lo + h\,i, \quad i = -k, \dots, G + k.
 
-    Parameters
-    ----------
-    grid_size:
-        Number of intervals ``G >= 1`` between ``lo`` and ``hi``.
-    spline_order:
-        Spline order (degree) ``k >= 0``.
-    grid_range:
-        ``(lo, hi)`` with ``hi > lo``.
-    in_features:
-        If given, the knot row is repeated for every input: shape ``(in, G + 2k + 1)``;
-        otherwise shape ``(G + 2k + 1,)``.
-    dtype:
-        Floating dtype of the result.
+    Args:
+      grid_size: Number of intervals ``G >= 1`` between ``lo`` and ``hi``.
+      spline_order: Spline order (degree) ``k >= 0``.
+      grid_range: ``(lo, hi)`` with ``hi > lo``.
+      in_features: If given, the knot row is repeated for every input.
+      dtype: Floating dtype of the result.
+
+    Returns:
+      The knots, ``(in, G + 2k + 1)`` with ``in_features``, else ``(G + 2k + 1,)``.
+
+    Example:
+      >>> from kan_jax import splines
+      >>> splines.uniform_grid(2, 1).tolist()
+      [-2.0, -1.0, 0.0, 1.0, 2.0]
     """
     knots = uniform_knots_host(grid_size, spline_order, grid_range, dtype)
     if in_features is None:
@@ -109,11 +109,6 @@ def num_bases(grid: jax.Array, spline_order: int) -> int:
     return n
 
 
-def spline_order_of(grid: jax.Array, n_bases: int) -> int:
-    """Spline order ``k = M - n - 1`` implied by ``M`` knots and ``n`` bases per input."""
-    return grid.shape[-1] - n_bases - 1
-
-
 def _knot_rows(grid: jax.Array, x: jax.Array, spline_order: int) -> jax.Array:
     """Validate ``grid`` against ``x`` and return it as ``(in, M)`` rows in the dtype of ``x``."""
     if int(spline_order) != spline_order or spline_order < 0:
@@ -138,18 +133,13 @@ def find_intervals(x: jax.Array, grid: jax.Array) -> jax.Array:
     same program for every ``M``); exact for any non-decreasing row, repeated knots included
     (the last of equal knots is taken, so the interval found is never empty).
 
-    Parameters
-    ----------
-    x:
-        Inputs, shape ``(..., in)``.
-    grid:
-        Knots, shape ``(in, M)``, each row non-decreasing.
+    Args:
+      x: Inputs, ``(..., in)``.
+      grid: Knots, ``(in, M)``, each row non-decreasing.
 
-    Returns
-    -------
-    jax.Array
-        ``int32`` of shape ``(..., in)``: ``-1`` below ``t_0``, ``M - 1`` at or above
-        ``t_{M-1}``, otherwise the interval index in ``[0, M - 2]``.
+    Returns:
+      ``int32`` ``(..., in)``: ``-1`` below ``t_0``, ``M - 1`` at or above ``t_{M-1}``,
+      otherwise the interval index in ``[0, M - 2]``.
     """
     lead = x.shape[:-1]
     xt = x.reshape(-1, x.shape[-1]).T  # (in, B): one search per knot row
@@ -182,25 +172,14 @@ def local_bases(x: jax.Array, grid: jax.Array, spline_order: int) -> tuple[jax.A
     exist, the window is shifted inwards and those entries are dropped; outside
     ``[t_0, t_{M-1})`` all values are 0 (as :func:`b_spline_bases`).
 
-    Parameters
-    ----------
-    x:
-        Inputs, shape ``(..., in)``.
-    grid:
-        Knots, shape ``(in, M)`` (one non-decreasing row per input) or ``(M,)`` shared, with
+    Args:
+      x: Inputs, ``(..., in)``.
+      grid: Knots, ``(in, M)`` (one non-decreasing row per input) or ``(M,)`` shared, with
         ``M >= 2k + 2`` (at least ``k + 1`` bases).
-    spline_order:
-        Order ``k >= 0`` (static).
+      spline_order: Order ``k >= 0`` (static).
 
-    Returns
-    -------
-    (start, values)
-        ``start``: ``int32``, shape ``(..., in)``; ``values``: shape ``(..., in, k + 1)``,
-        dtype of ``x``.
-
-    References
-    ----------
-    C. de Boor, *A Practical Guide to Splines*, Springer (1978), ch. IX (``BSPLVB``).
+    Returns:
+      ``(start, values)``: ``int32`` ``(..., in)`` and ``(..., in, k + 1)`` in the dtype of ``x``.
     """
     k = int(spline_order)
     g = _knot_rows(grid, x, k)
@@ -259,19 +238,13 @@ def dense_from_local(start: jax.Array, values: jax.Array, n_bases: int) -> jax.A
     selects against the column index (no scatter): one fused elementwise loop whose program
     size does not depend on ``n``.
 
-    Parameters
-    ----------
-    start:
-        Window starts, integer, shape ``(..., in)``, with ``0 <= start <= n - k - 1``.
-    values:
-        Window values, shape ``(..., in, k + 1)``.
-    n_bases:
-        Number of bases ``n`` (static).
+    Args:
+      start: Window starts, integer ``(..., in)``, with ``0 <= start <= n - k - 1``.
+      values: Window values, ``(..., in, k + 1)``.
+      n_bases: Number of bases ``n`` (static).
 
-    Returns
-    -------
-    jax.Array
-        Shape ``(..., in, n)``.
+    Returns:
+      The bases, ``(..., in, n)``.
     """
     offset = jnp.arange(n_bases, dtype=jnp.int32) - start[..., None]
     out = jnp.zeros(start.shape + (n_bases,), values.dtype)
@@ -283,26 +256,18 @@ def dense_from_local(start: jax.Array, values: jax.Array, n_bases: int) -> jax.A
 def basis_matrix(x: jax.Array, grid: jax.Array, spline_order: int) -> jax.Array:
     """The bases as one ``(B, in · n)`` matrix, rows the samples: ``b_spline_bases(x).reshape(B, -1)``.
 
-    The left operand of the dense spline product. Built by one scatter of the ``k + 1`` local
-    values of every ``(sample, input)`` (:func:`local_bases`) into a zero matrix, at the
-    distinct columns ``i · n + start + q``: writing the flat matrix directly matters on
-    XLA:CPU, where a reshape fused into the producer of the ``(B, in, n)`` array costs an
-    index division per element (at G = 100 the forward product took 23 ms that way and 8 ms
-    this way; ``benchmarks/RESULTS.md``).
+    The left operand of the dense spline product, built by one scatter of the ``k + 1`` local
+    values of every ``(sample, input)`` (:func:`local_bases`) into a zero matrix at the distinct
+    columns ``i · n + start + q``: the flat matrix is written directly, so no reshape of a
+    ``(B, in, n)`` array is fused into its producer.
 
-    Parameters
-    ----------
-    x:
-        Inputs, shape ``(B, in)``.
-    grid:
-        Knots, shape ``(in, M)`` or ``(M,)``.
-    spline_order:
-        Order ``k >= 0`` (static).
+    Args:
+      x: Inputs, ``(B, in)``.
+      grid: Knots, ``(in, M)`` or ``(M,)``.
+      spline_order: Order ``k >= 0`` (static).
 
-    Returns
-    -------
-    jax.Array
-        Shape ``(B, in · (M - k - 1))``, dtype of ``x``.
+    Returns:
+      The bases, ``(B, in · (M - k - 1))``, in the dtype of ``x``.
     """
     if x.ndim != 2:
         raise ValueError(f"basis_matrix expects inputs of shape (B, in), got {tuple(x.shape)}")
@@ -332,19 +297,13 @@ def b_spline_bases(x: jax.Array, grid: jax.Array, spline_order: int) -> jax.Arra
     (:func:`local_bases`) placed into their columns (:func:`dense_from_local`): the cost is
     ``O(k^2 + n)`` per input value and the program size does not depend on ``n``.
 
-    Parameters
-    ----------
-    x:
-        Inputs, shape ``(..., in)``.
-    grid:
-        Knots, shape ``(in, M)`` (one non-decreasing row per input) or ``(M,)`` shared.
-    spline_order:
-        Order ``k >= 0`` (static).
+    Args:
+      x: Inputs, ``(..., in)``.
+      grid: Knots, ``(in, M)`` (one non-decreasing row per input) or ``(M,)`` shared.
+      spline_order: Order ``k >= 0`` (static).
 
-    Returns
-    -------
-    jax.Array
-        Shape ``(..., in, M - k - 1)``, dtype of ``x``.
+    Returns:
+      The bases, ``(..., in, M - k - 1)``, in the dtype of ``x``.
     """
     n = num_bases(grid, spline_order)
     if n < spline_order + 1:  # fewer bases than a window (never in a KAN layer): the plain recursion
@@ -365,23 +324,8 @@ def unrolled_bases(x: jax.Array, grid: jax.Array, spline_order: int) -> jax.Arra
     per basis and per level: every operation is elementwise along the inputs, which XLA fuses
     with whatever produces ``x`` (e.g. a batch gathered from a dataset inside a ``lax.scan``)
     and with the matrix product that consumes the bases. The program has ``O(n · k)``
-    operations, so this is for small grids only (at most :data:`UNROLLED_MAX_BASES` bases);
-    on the CPU it is the fastest formulation there (the MNIST study's G = 5: a training epoch
-    1.6× faster than with the bases from :func:`local_bases`; ``benchmarks/RESULTS.md``).
-
-    Parameters
-    ----------
-    x:
-        Inputs, shape ``(..., in)``.
-    grid:
-        Knots, shape ``(in, M)`` (one non-decreasing row per input) or ``(M,)`` shared.
-    spline_order:
-        Order ``k >= 0`` (static).
-
-    Returns
-    -------
-    jax.Array
-        Shape ``(..., in, M - k - 1)``, dtype of ``x``.
+    operations, so this is for small grids only (at most :data:`UNROLLED_MAX_BASES` bases).
+    Arguments and result as :func:`b_spline_bases`.
     """
     k = int(spline_order)
     g = _knot_rows(grid, x, k)
@@ -426,23 +370,15 @@ def fit_spline_coefficients(
     with an SVD-based least-squares solver (minimum-norm solution when the system is
     under-determined or rank deficient), never the normal equations.
 
-    Parameters
-    ----------
-    x:
-        Sample points, shape ``(B, in)``.
-    y:
-        Target values per input and output, shape ``(B, in, out)``.
-    grid:
-        Knots, shape ``(in, M)``.
-    spline_order:
-        Order ``k``.
-    rcond:
-        Cut-off for small singular values, as in ``jnp.linalg.lstsq``.
+    Args:
+      x: Sample points, ``(B, in)``.
+      y: Target values per input and output, ``(B, in, out)``.
+      grid: Knots, ``(in, M)``.
+      spline_order: Order ``k``.
+      rcond: Cut-off for small singular values, as in ``jnp.linalg.lstsq``.
 
-    Returns
-    -------
-    jax.Array
-        Coefficients, shape ``(in, M - k - 1, out)`` (the layout of a layer's ``spline_weight``).
+    Returns:
+      The coefficients, ``(in, M - k - 1, out)`` (the layout of a layer's ``spline_weight``).
     """
     if x.ndim != 2 or y.ndim != 3 or y.shape[:2] != x.shape:
         raise ValueError(f"expected x of shape (B, in) and y of shape (B, in, out); got {x.shape} and {y.shape}")
@@ -470,23 +406,15 @@ def adaptive_grid(
     quantiles. For ``grid_eps > 0`` the knots are strictly increasing even when the samples
     of an input are all equal.
 
-    Parameters
-    ----------
-    x:
-        Samples, shape ``(B, in)``.
-    grid_size:
-        Number of intervals ``G`` of the new grid (static).
-    spline_order:
-        Order ``k`` (static).
-    grid_eps:
-        Weight of the uniform grid, in ``[0, 1]``.
-    margin:
-        Padding of the uniform grid beyond the sample range.
+    Args:
+      x: Samples, ``(B, in)``.
+      grid_size: Number of intervals ``G`` of the new grid (static).
+      spline_order: Order ``k`` (static).
+      grid_eps: Weight of the uniform grid, in ``[0, 1]``.
+      margin: Padding of the uniform grid beyond the sample range.
 
-    Returns
-    -------
-    jax.Array
-        Knots, shape ``(in, G + 2k + 1)``.
+    Returns:
+      The knots, ``(in, G + 2k + 1)``.
     """
     validate_grid_args(grid_size, spline_order, (0.0, 1.0))
     if x.ndim != 2 or x.shape[0] < 1:
@@ -505,8 +433,12 @@ def adaptive_grid(
 
 
 def validate_grid_args(grid_size: int, spline_order: int, grid_range: tuple[float, float] = (0.0, 1.0)) -> None:
-    """Raise ``ValueError`` naming the argument unless ``grid_size >= 1`` and ``spline_order >= 0``
-    are integers and ``grid_range = (lo, hi)`` has ``hi > lo``."""
+    """Check the arguments of a grid.
+
+    Raises:
+      ValueError: Naming the argument, unless ``grid_size >= 1`` and ``spline_order >= 0`` are
+        integers and ``grid_range = (lo, hi)`` has ``hi > lo``.
+    """
     if int(grid_size) != grid_size or grid_size < 1:
         raise ValueError(f"grid_size must be an integer >= 1, got {grid_size!r}")
     if int(spline_order) != spline_order or spline_order < 0:

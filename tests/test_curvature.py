@@ -206,13 +206,15 @@ def test_hutchinson_and_hutch_plus_plus_are_unbiased():
 
 
 def test_hutch_plus_plus_beats_hutchinson_at_equal_budget():
-    """Decaying spectrum, 30 HVPs each, through the loss-based hessian_trace over 40 keys:
-    Hutch++'s RMS error is at most half of Hutchinson's (observed: 0.29% against 0.90% of the trace)."""
+    """Decaying spectrum, 30 HVPs each, through the loss-based hessian_trace over 40 keys (the data
+    as one stacked batch: one compiled program per estimator): Hutch++'s RMS error is at most half
+    of Hutchinson's (observed: 0.29% against 0.90% of the trace)."""
     sq, p, b = _decaying_problem()
     exact = np.trace(dense_hessian(lambda q: sq(q, b), p))
+    stacked = jax.tree.map(lambda a: a[None], b)
     err = {}
     for est in ("hutchinson", "hutch++"):
-        vals = [float(cv.hessian_trace(functools.partial(sq, b=b), p, key=jax.random.key(100 + i), estimator=est, num_matvecs=30).mean)
+        vals = [float(cv.hessian_trace(sq, p, key=jax.random.key(100 + i), estimator=est, num_matvecs=30, batches=stacked).mean)
                 for i in range(40)]
         err[est] = np.sqrt(np.mean((np.array(vals) - exact) ** 2))
     assert err["hutch++"] < 0.5 * err["hutchinson"], err

@@ -1,6 +1,7 @@
 """Linen KAN layers: efficient-kan semantics (NumPy float64 reference), grid updates, errors."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -387,6 +388,17 @@ def test_dtypes(param_dtype):
     assert all(leaf.dtype == param_dtype for leaf in jax.tree.leaves(variables))
     y = model.apply(variables, x)
     assert y.dtype == param_dtype and bool(jnp.all(jnp.isfinite(y)))
+
+
+def test_layer_fields_are_dataclass_fields_with_the_configurations_defaults():
+    config_names = set(kan_jax.KANLayerConfig.field_names())
+    for cls, own in ((KANLinear, "features"), (KAN, "layers_hidden")):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert config_names | {own} <= set(fields)
+        for name in config_names:
+            assert fields[name].default == getattr(kan_jax.KANLayerConfig(), name), name
+            assert fields[name].kw_only, name
+    assert KANLinear(3, grid_size=7).config == kan_jax.KANLayerConfig(grid_size=7)
 
 
 def test_kan_passes_its_configuration_to_every_layer():

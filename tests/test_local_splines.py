@@ -1,4 +1,4 @@
-"""Local-support B-splines and the two spline-branch strategies (issue #9).
+"""Local-support B-splines, the spline-branch strategies and their cost rule, the layer initialisation.
 
 References: a scalar Cox-de Boor recursion in float64 written from the definition (0/0 := 0,
 so repeated knots are allowed), NumPy least squares, finite differences, and each strategy
@@ -6,6 +6,7 @@ against the other.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import re
@@ -19,7 +20,9 @@ import optax
 import pytest
 from flax import nnx
 
-from kan_jax import KAN, KANLinear, functional as F, splines
+from kan_jax import KAN, KANLinear, layer, splines
+from kan_jax.layer import StrategyThresholds
+from kan_jax.layer import init as layer_init
 from kan_jax.nnx import KAN as NNXKAN
 
 
@@ -147,8 +150,8 @@ def test_local_bases_gradient_matches_finite_differences_and_dense():
 
 
 def layer_params(key, in_f, out_f, grid_size, k, scaler=True, dtype=jnp.float64):
-    config = F.KANLayerConfig(grid_size=grid_size, spline_order=k, enable_standalone_scale_spline=scaler, param_dtype=dtype)
-    params, grid = F.init_layer(key, in_f, out_f, config)
+    config = layer.KANLayerConfig(grid_size=grid_size, spline_order=k, enable_standalone_scale_spline=scaler, param_dtype=dtype)
+    params, grid = layer.init_layer(key, in_f, out_f, config)
     params["spline_weight"] = jax.random.normal(jax.random.fold_in(key, 1), params["spline_weight"].shape, dtype)
     # A non-uniform grid, as after update_grid.
     x = jax.random.normal(jax.random.fold_in(key, 2), (200, in_f), dtype) * 0.5
@@ -165,20 +168,27 @@ def numpy_spline_branch(params, grid, x, k):
     return np.einsum("bij,ijo->bo", bases, w)
 
 
-@pytest.mark.parametrize("out_f", [4, 40])  # both orientations of the dense product (DENSE_TRANSPOSED_MAX_OUT)
+@pytest.mark.parametrize("transposed_max_out", [0, 1000])  # both orientations of the dense product
+@pytest.mark.parametrize("out_f", [4, 40])
 @pytest.mark.parametrize("scaler", [True, False])
 @pytest.mark.parametrize("k", [1, 3])
-def test_strategies_agree_with_reference_values_and_gradients(k, scaler, out_f):
-    assert (out_f < F.DENSE_TRANSPOSED_MAX_OUT["cpu"]) == (out_f == 4)
+def test_strategies_agree_with_reference_values_and_gradients(k, scaler, out_f, transposed_max_out):
+    rule = StrategyThresholds(dense_transposed_max_out=transposed_max_out)
     params, grid = layer_params(jax.random.key(k), 5, out_f, 7, k, scaler)
     x = jax.random.uniform(jax.random.key(9), (33, 5), jnp.float64, -1.6, 1.6)  # some outside the grid
     want = numpy_spline_branch(params, grid, x, k)
     for strategy in ("unrolled", "dense", "local"):
-        got = np.asarray(F.spline_branch(params, grid, x, strategy))
+        got = np.asarray(layer.spline_branch(params, grid, x, strategy, rule))
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=strategy)
+    # The per-edge outputs: summed over the inputs, the branch; each edge against the oracle.
+    edges = np.asarray(layer.edge_outputs(params, grid, x))
+    assert edges.shape == (33, 5, out_f)
+    np.testing.assert_allclose(edges.sum(axis=1), want, rtol=0, atol=1e-12)
+    w = np.asarray(layer.scaled_spline_weight(params))
+    np.testing.assert_allclose(edges, np.einsum("bij,ijo->bio", oracle_bases(np.asarray(x), np.asarray(grid), k), w), atol=1e-12)
 
     def loss(p, v, strategy):
-        return jnp.sum(jnp.sin(F.spline_branch(p, grid, v, strategy)))
+        return jnp.sum(jnp.sin(layer.spline_branch(p, grid, v, strategy, rule)))
 
     g_dense = jax.grad(loss, argnums=(0, 1))(params, x, "dense")
     g_local = jax.grad(loss, argnums=(0, 1))(params, x, "local")
@@ -205,19 +215,21 @@ def test_gather_gradient_sums_samples_in_the_same_interval():
     bases = oracle_bases(np.asarray(x), np.asarray(grid), k)
     want = np.einsum("bij,io->ijo", bases, np.asarray(params["spline_scaler"]))
     for strategy in ("local", "dense", "unrolled"):
-        g = jax.grad(lambda p: jnp.sum(F.spline_branch(p, grid, x, strategy)))(params)["spline_weight"]
+        g = jax.grad(lambda p: jnp.sum(layer.spline_branch(p, grid, x, strategy)))(params)["spline_weight"]
         np.testing.assert_allclose(np.asarray(g), want, rtol=1e-12, atol=1e-12, err_msg=strategy)
         assert np.count_nonzero(np.asarray(g)[0, :, 0]) == k + 1
 
 
 def test_layer_strategy_field_and_auto_rule():
-    small = F.UNROLLED_MAX_BASES_AUTO["cpu"]
-    assert F.choose_spline_strategy(8, 3, "cpu") == "unrolled" and F.choose_spline_strategy(small, 3, "cpu") == "unrolled"
-    assert F.choose_spline_strategy(small + 1, 3, "cpu") == "dense"
-    assert F.choose_spline_strategy(8, 3, "gpu") == "dense"  # not measured there: never unrolled
-    factor = F.DENSE_MAX_BASES_PER_WINDOW["cpu"]
-    assert F.choose_spline_strategy(int(factor * 4), 3, "cpu") == "dense"
-    assert F.choose_spline_strategy(int(factor * 4) + 1, 3, "cpu") == "local"
+    cpu = layer.default_thresholds("cpu")
+    small = cpu.unrolled_max_bases
+    assert layer.choose_spline_strategy(8, 3, "cpu") == "unrolled"
+    assert layer.choose_spline_strategy(small, 3, "cpu") == "unrolled"
+    assert layer.choose_spline_strategy(small + 1, 3, "cpu") == "dense"
+    assert layer.choose_spline_strategy(8, 3, "gpu") == "dense"  # not measured there: never unrolled
+    factor = cpu.dense_max_bases_per_window
+    assert layer.choose_spline_strategy(int(factor * 4), 3, "cpu") == "dense"
+    assert layer.choose_spline_strategy(int(factor * 4) + 1, 3, "cpu") == "local"
     x = jax.random.uniform(jax.random.key(0), (16, 4), jnp.float32, -1, 1)
     outs, gathers = {}, {}
     for strategy in ("unrolled", "dense", "local", "auto"):
@@ -228,7 +240,7 @@ def test_layer_strategy_field_and_auto_rule():
     # The local branch gathers coefficient windows (one more gather per layer); the unrolled
     # recursion gathers nothing; auto is what the backend's rule picks at G = 5.
     assert gathers["local"] >= gathers["dense"] + 2 and gathers["unrolled"] == 0
-    assert gathers["auto"] == gathers[F.choose_spline_strategy(5 + 3, 3)]
+    assert gathers["auto"] == gathers[layer.choose_spline_strategy(5 + 3, 3)]
     np.testing.assert_allclose(np.asarray(outs["local"]), np.asarray(outs["dense"]), rtol=0, atol=2e-6)
     np.testing.assert_allclose(np.asarray(outs["unrolled"]), np.asarray(outs["dense"]), rtol=0, atol=2e-6)
     with pytest.raises(ValueError, match="UNROLLED_MAX_BASES"):  # its program grows with G
@@ -236,7 +248,7 @@ def test_layer_strategy_field_and_auto_rule():
     with pytest.raises(ValueError, match="spline_strategy"):
         KANLinear(3, spline_strategy="sparse")
     with pytest.raises(ValueError, match="spline_strategy"):
-        F.KANLayerConfig(spline_strategy="fast")
+        layer.KANLayerConfig(spline_strategy="fast")
 
 
 def _train_step_size(grid_size: int, strategy: str) -> tuple[int, int]:
@@ -281,23 +293,23 @@ def test_banded_fit_is_the_min_norm_least_squares_fit_and_falls_back_where_it_mu
             knots = np.asarray(splines.uniform_grid(G, k, (-1.0, 2.0), dtype=jnp.float64))
         else:
             knots = np.sort(rng.uniform(-1, 2, G + 2 * k + 1))
-        banded = F._host_banded_fit(tuple(knots.tolist()), k)
+        banded = layer_init._host_banded_fit(tuple(knots.tolist()), k)
         assert banded is not None, (G, k, kind)
         a = np.array([[cox_de_boor(t, knots, j, k) for j in range(G + k)] for t in knots[k : G + k + 1]])
         y = rng.standard_normal((G + 1, 7))
         want = np.linalg.lstsq(a, y, rcond=None)[0]
-        got = np.asarray(F._apply_fit({name: jnp.asarray(v) for name, v in banded.items()}, jnp.asarray(y)))
+        got = np.asarray(layer_init._apply_fit({name: jnp.asarray(v) for name, v in banded.items()}, jnp.asarray(y)))
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-11 * np.abs(want).max(), err_msg=f"{G} {k} {kind}")
     # Rank-deficient collocation matrices take the dense pseudo-inverse: a repeated interior knot,
     # and order 0 (the last interior knot lies past the last basis).
     knots = np.sort(rng.uniform(-1, 2, 7 + 2 * 3 + 1))
     knots[6] = knots[5]
-    assert F._host_banded_fit(tuple(knots.tolist()), 3) is None
-    assert F._host_banded_fit(tuple(np.linspace(-1, 1, 9).tolist()), 0) is None
+    assert layer_init._host_banded_fit(tuple(knots.tolist()), 3) is None
+    assert layer_init._host_banded_fit(tuple(np.linspace(-1, 1, 9).tolist()), 0) is None
     # A full init through the banded path: the noise's minimum-norm fit at G = 60.
     G, k, key = 60, 3, jax.random.key(6)
     row = splines.uniform_grid(G, k, (-1.0, 1.0), dtype=jnp.float64)
-    w = np.asarray(F.init_spline_weight(key, row, 2, 3, k, scale_noise=0.1, scale=1.0, dtype=jnp.float64))
+    w = np.asarray(layer.init_spline_weight(key, row, 2, 3, k, scale_noise=0.1, scale=1.0, dtype=jnp.float64))
     noise = (np.asarray(jax.random.uniform(key, (G + 1, 2, 3), jnp.float64)) - 0.5) * 0.1 / G
     knots = np.asarray(row)
     a = np.array([[cox_de_boor(t, knots, j, k) for j in range(G + k)] for t in knots[k : G + k + 1]])
@@ -305,26 +317,62 @@ def test_banded_fit_is_the_min_norm_least_squares_fit_and_falls_back_where_it_mu
     np.testing.assert_allclose(w, want, rtol=1e-9, atol=1e-13)
 
 
+def test_thresholds_are_immutable_and_explicit_overrides_change_the_strategy():
+    rule = StrategyThresholds(unrolled_max_bases=0, dense_max_bases_per_window=1.0)
+    assert layer.choose_spline_strategy(4, 3, thresholds=rule) == "dense"  # n <= 1.0 * (k + 1)
+    assert layer.choose_spline_strategy(5, 3, thresholds=rule) == "local"
+    assert layer.choose_spline_strategy(5, 3, thresholds=rule.replace(unrolled_max_bases=5)) == "unrolled"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rule.unrolled_max_bases = 3
+    with pytest.raises(TypeError):
+        layer.DEFAULT_STRATEGY_THRESHOLDS["cpu"] = rule
+    with pytest.raises(TypeError):
+        layer.PARAM_OUTPUT_AXIS["base_weight"] = 1
+    with pytest.raises(ValueError, match="strategy_thresholds"):
+        layer.KANLayerConfig(strategy_thresholds={"unrolled_max_bases": 0})
+    # Through the layer's field: "auto" under a rule compiles what the named strategy compiles.
+    x = jax.random.uniform(jax.random.key(0), (16, 4), jnp.float32, -1, 1)
+
+    def gathers(**fields):
+        model = KAN([4, 3, 2], grid_size=5, **fields)
+        return str(jax.make_jaxpr(model.apply)(model.init(jax.random.key(1), x), x)).count("gather[")
+
+    for rule, strategy in ((StrategyThresholds(unrolled_max_bases=100), "unrolled"), (rule, "local")):
+        assert gathers(strategy_thresholds=rule) == gathers(spline_strategy=strategy)
+    assert gathers(strategy_thresholds=rule) > gathers(strategy_thresholds=rule.replace(unrolled_max_bases=100))
+
+
+class KeyProbe(nn.Module):
+    """Records the first key a module draws from its "params" stream (the key KANLinear splits)."""
+
+    @nn.compact
+    def __call__(self, x):
+        return self.param("key", lambda key: jax.random.key_data(key))
+
+
+@pytest.mark.parametrize("scaler", [True, False])
 @pytest.mark.parametrize("strategy", ["auto", "unrolled", "dense", "local"])
-def test_init_with_output_is_init_then_apply(strategy):
-    # Linen's init compiles the initialisation and the forward pass as one program; the
-    # parameters must be init_layer's, bit for bit, and the output the layer's on them.
-    config = F.KANLayerConfig(grid_size=6, spline_strategy=strategy, param_dtype=jnp.float64)
+def test_linen_init_is_init_layer_with_the_layers_key(strategy, scaler):
+    # Linen's per-parameter initialisers draw from the layer's key as init_layer does: the
+    # parameters are init_layer's bit for bit, and init's output is the layer's on them.
+    config = layer.KANLayerConfig(grid_size=6, spline_strategy=strategy, param_dtype=jnp.float64,
+                                  enable_standalone_scale_spline=scaler, scale_spline=0.7)
     key = jax.random.key(11)
     x = jax.random.uniform(jax.random.key(12), (2, 5, 4), jnp.float64, -1.2, 1.2)
-    params, grid, y = F.init_layer_with_output(key, x, 3, config)
-    want_params, want_grid = F.init_layer(key, 4, 3, config)
-    for name in want_params:
-        np.testing.assert_array_equal(np.asarray(params[name]), np.asarray(want_params[name]))
-    np.testing.assert_array_equal(np.asarray(grid), np.asarray(want_grid))
-    assert y.shape == (2, 5, 3)
-    want = F.layer_apply(params, grid, x, config)
-    np.testing.assert_allclose(np.asarray(y), np.asarray(want), rtol=1e-12, atol=1e-14)
-    model = nn.Sequential([KANLinear(3, grid_size=6, spline_strategy=strategy, param_dtype=jnp.float64)])
+    model = KANLinear(3, **{name: getattr(config, name) for name in config.field_names()})
     out, variables = model.init_with_output(key, x)
+    layer_key = jax.random.wrap_key_data(KeyProbe().init(key, x)["params"]["key"])
+    want_params, want_grid = layer.init_layer(layer_key, 4, 3, config)
+    assert set(variables["params"]) == set(want_params)
+    for name in want_params:
+        np.testing.assert_array_equal(np.asarray(variables["params"][name]), np.asarray(want_params[name]))
+    np.testing.assert_array_equal(np.asarray(variables["grid"]["grid"]), np.asarray(want_grid))
+    assert out.shape == (2, 5, 3)
+    want = layer.layer_apply(want_params, want_grid, x, config)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(want), rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(np.asarray(out), np.asarray(model.apply(variables, x)), rtol=1e-12, atol=1e-14)
     with pytest.raises(ValueError, match="out_features must be an integer >= 1"):
-        F.init_layer_with_output(key, x, 0, config)
+        layer.init_layer(key, 4, 0, config)
 
 
 def test_init_matches_numpy_min_norm_fit_of_the_noise():
@@ -332,7 +380,7 @@ def test_init_matches_numpy_min_norm_fit_of_the_noise():
     k, G, in_f, out_f = 3, 7, 3, 2
     row = splines.uniform_grid(G, k, (-1.0, 2.0), dtype=jnp.float64)
     key = jax.random.key(4)
-    w = np.asarray(F.init_spline_weight(key, row, in_f, out_f, k, scale_noise=0.1, scale=2.0, dtype=jnp.float64))
+    w = np.asarray(layer.init_spline_weight(key, row, in_f, out_f, k, scale_noise=0.1, scale=2.0, dtype=jnp.float64))
     noise = (np.asarray(jax.random.uniform(key, (G + 1, in_f, out_f), jnp.float64)) - 0.5) * 0.1 / G
     knots = np.asarray(row)
     interior = knots[k : G + k + 1]
@@ -340,12 +388,12 @@ def test_init_matches_numpy_min_norm_fit_of_the_noise():
     want = np.stack([np.linalg.lstsq(a, noise[:, i, :], rcond=None)[0] for i in range(in_f)], axis=1)  # (n, in, out)
     np.testing.assert_allclose(w, 2.0 * np.transpose(want, (1, 0, 2)), rtol=1e-9, atol=1e-13)
     # The same fit with the row traced (the pseudo-inverse then computed inside the program).
-    traced = jax.jit(lambda r: F.init_spline_weight(key, r, in_f, out_f, k, 0.1, 2.0, jnp.float64))(row)
+    traced = jax.jit(lambda r: layer.init_spline_weight(key, r, in_f, out_f, k, 0.1, 2.0, jnp.float64))(row)
     np.testing.assert_allclose(np.asarray(traced), w, rtol=1e-9, atol=1e-13)
     # A concrete non-uniform row with a repeated knot (host pseudo-inverse of a rank-deficient matrix).
     knots = np.sort(np.random.default_rng(1).uniform(-1, 2, G + 2 * k + 1))
     knots[5] = knots[4]
-    w = np.asarray(F.init_spline_weight(key, jnp.asarray(knots), in_f, out_f, k, 0.1, 1.0, jnp.float64))
+    w = np.asarray(layer.init_spline_weight(key, jnp.asarray(knots), in_f, out_f, k, 0.1, 1.0, jnp.float64))
     a = np.array([[cox_de_boor(t, knots, j, k) for j in range(G + k)] for t in knots[k : G + k + 1]])
     want = np.stack([np.linalg.lstsq(a, noise[:, i, :], rcond=None)[0] for i in range(in_f)], axis=1)
     np.testing.assert_allclose(w, np.transpose(want, (1, 0, 2)), rtol=1e-8, atol=1e-12)
@@ -354,7 +402,7 @@ def test_init_matches_numpy_min_norm_fit_of_the_noise():
 def test_init_layer_draws_are_jax_random_uniform():
     # base_weight and spline_scaler: Kaiming-uniform draws from the first and third key.
     key, in_f, out_f = jax.random.key(9), 5, 3
-    params, _ = F.init_layer(key, in_f, out_f, F.KANLayerConfig(scale_base=2.0, scale_spline=0.5))
+    params, _ = layer.init_layer(key, in_f, out_f, layer.KANLayerConfig(scale_base=2.0, scale_spline=0.5))
     k_base, _, k_scaler = jax.random.split(key, 3)
     for name, k_, scale in (("base_weight", k_base, 2.0), ("spline_scaler", k_scaler, 0.5)):
         bound = math.sqrt(6.0 / ((1.0 + 5.0 * scale**2) * in_f))
@@ -364,7 +412,7 @@ def test_init_layer_draws_are_jax_random_uniform():
 
 
 def test_one_configuration_for_both_fronts():
-    config = F.KANLayerConfig(grid_size=4, spline_order=2, scale_noise=0.0, grid_range=(-2, 2))
+    config = layer.KANLayerConfig(grid_size=4, spline_order=2, scale_noise=0.0, grid_range=(-2, 2))
     assert config.grid_range == (-2.0, 2.0) and hash(config) == hash(config.replace())
     linen = KAN([3, 2], **{name: getattr(config, name) for name in config.field_names()})
     assert linen.config == config
@@ -382,7 +430,7 @@ def test_one_configuration_for_both_fronts():
         (dict(base_activation=3), "base_activation"),
     ]:
         with pytest.raises(ValueError, match=match):
-            F.KANLayerConfig(**bad)
+            layer.KANLayerConfig(**bad)
         with pytest.raises(ValueError, match=match):
             KANLinear(2, **bad)
         with pytest.raises(ValueError, match=match):

@@ -98,10 +98,16 @@ def _objective(spec: KANSpec):
     return objective
 
 
-def _losses(result: loops.LoopResult) -> np.ndarray:
-    """The loss before the first step and after the last one."""
-    first = result.history.value[0]
-    return np.asarray(jnp.stack([jnp.where(jnp.isnan(first), result.value, first), result.value]))
+def _run(loop, net: KANNet, x, y, steps: int, reg: dict[str, float], **options: Any) -> tuple[KANNet, np.ndarray]:
+    """``steps`` (traced) steps of a :mod:`kan_jax.training.loops` loop on the loss of ``net``.
+
+    Returns the trained network and the loss before the first step and after the last one.
+    """
+    args = (list(net.state), jnp.asarray(x), jnp.asarray(y), _reg_dict(**reg))
+    out = loop(_objective(net.spec), list(net.params), *args, num_steps=jnp.asarray(int(steps)), history_size=1, **options)
+    first = out.history.value[0]  # NaN when no step ran
+    losses = np.asarray(jnp.stack([jnp.where(jnp.isnan(first), out.value, first), out.value]))
+    return KANNet(list(out.params), list(net.state), net.spec), losses
 
 
 _REG_DEFAULTS = dict(lamb=0.0, lamb_l1=1.0, lamb_entropy=2.0, lamb_coef=0.0, lamb_coefdiff=0.0, normalize=False)
@@ -134,12 +140,7 @@ def train_lbfgs(
     Returns:
         The trained network and the loss ``[before, after]``.
     """
-    args = (list(net.state), jnp.asarray(x), jnp.asarray(y), _reg_dict(**reg))
-    out = loops.lbfgs(
-        _objective(net.spec), list(net.params), *args,
-        num_steps=jnp.asarray(int(steps)), memory_size=memory_size, history_size=1,
-    )
-    return KANNet(list(out.params), list(net.state), net.spec), _losses(out)
+    return _run(loops.lbfgs, net, x, y, steps, reg, memory_size=memory_size)
 
 
 def train_adam(
@@ -147,23 +148,10 @@ def train_adam(
 ) -> tuple[KANNet, np.ndarray]:
     """``steps`` full-batch Adam steps on ``mse + lamb * R``.
 
-    Args:
-        net: The network.
-        x: Inputs ``(B, n_0)``.
-        y: Targets ``(B, n_L)``.
-        steps: Steps (any count reuses the compiled loop).
-        lr: Learning rate.
-        **reg: The regulariser's weights, as for :func:`train_lbfgs`.
-
-    Returns:
-        The trained network and the loss ``[before, after]``.
+    The arguments and the result are those of :func:`train_lbfgs`, with the learning rate
+    ``lr`` in place of ``memory_size``.
     """
-    args = (list(net.state), jnp.asarray(x), jnp.asarray(y), _reg_dict(**reg))
-    out = loops.adam(
-        _objective(net.spec), list(net.params), *args,
-        num_steps=jnp.asarray(int(steps)), learning_rate=lr, history_size=1,
-    )
-    return KANNet(list(out.params), list(net.state), net.spec), _losses(out)
+    return _run(loops.adam, net, x, y, steps, reg, learning_rate=lr)
 
 
 def train(

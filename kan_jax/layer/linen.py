@@ -27,7 +27,6 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -202,13 +201,12 @@ class KANLinear(KANLayerFields):
         missing = [name for name, value in params.items() if value is None]
         if missing:
             raise ValueError(f"KANLinear {self.name!r} lacks its parameter(s) {missing} (expected {names})")
-        w = params["spline_weight"]
-        if w.ndim == 3 and w.shape[1] + self.spline_order + 1 != grid.shape[-1]:
+        n = params["spline_weight"].shape[1]
+        if layer_spline_order(params, grid) != self.spline_order:
             raise ValueError(
-                f"grid with {grid.shape[-1]} knots per input does not match spline_weight with {w.shape[1]} "
-                f"bases of order {self.spline_order} (expected {w.shape[1] + self.spline_order + 1} knots)"
+                f"grid with {grid.shape[-1]} knots per input does not match spline_weight with {n} "
+                f"bases of order {self.spline_order} (expected {n + self.spline_order + 1} knots)"
             )
-        layer_spline_order(params, grid)
 
     def _update_grid(self, params: dict[str, Array], grid: Any, x: Array) -> dict[str, Array]:
         # Grid-update mode: adapt the grid to x, refit the splines, store both.

@@ -1,0 +1,4 @@
+"""``python -m experiments.landscape``."""
+from experiments.landscape.study import main
+
+raise SystemExit(main())
