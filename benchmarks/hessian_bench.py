@@ -14,9 +14,9 @@ inputs with random labels. All products run under ``jax.default_matmul_precision
 
 Measured:
 
-* one gradient, one HVP as ``jvp(grad)`` (what :func:`kan_jax.hessian.hvp` does), and the marginal
+* one gradient, one HVP as ``jvp(grad)`` (what :func:`kan_jax.curvature.hvp` does), and the marginal
   cost of one more product of the linearised gradient (what the Lanczos loops in
-  :mod:`kan_jax.hessian` do: the primal pass is shared), all as medians over ``--repeats`` calls;
+  :mod:`kan_jax.curvature` do: the primal pass is shared), all as medians over ``--repeats`` calls;
 * one Lanczos run of ``--steps`` steps with full reorthogonalisation: the top Ritz value after
   each step (leading principal submatrices of ``T``) against the final one, whose residual
   ``||H v - theta v||`` is measured; the number of HVPs after which the relative error stays
@@ -38,7 +38,7 @@ import numpy as np
 import optax
 from flax import linen as nn
 
-from kan_jax import hessian as hs
+from kan_jax import curvature as cv
 
 
 def _load_inputs(num: int, source: str, seed: int):
@@ -140,11 +140,11 @@ def main(argv=None) -> None:
 
     @functools.partial(jax.jit, static_argnames=("steps",))
     def lanczos_run(p, xb, yb, key, steps):
-        _, matvec = hs.hessian_operator(lambda q: loss(q, xb, yb), p)
+        _, matvec = cv.hessian_operator(lambda q: loss(q, xb, yb), p)
         x0, unravel = jax.flatten_util.ravel_pytree(p)
         v0 = unravel(jax.random.normal(key, x0.shape, x0.dtype))
-        res = hs.lanczos(matvec, v0, steps)
-        theta, s = hs.tridiagonal_eigh(res.alphas, res.betas)
+        res = cv.lanczos(steps)(matvec, v0)
+        theta, s = cv.tridiagonal_eigh(res.alphas, res.betas)
         top = jax.tree.map(lambda q: jnp.tensordot(s[:, -1], q, axes=1), res.basis)
         hv = matvec(top)
         resid = jnp.sqrt(sum(jnp.sum((a - theta[-1] * b) ** 2) for a, b in zip(jax.tree.leaves(hv), jax.tree.leaves(top))))
@@ -153,7 +153,7 @@ def main(argv=None) -> None:
     @functools.partial(jax.jit, static_argnames=("max_iter",))
     def power_run(p, xb, yb, key, max_iter, ref, rtol):
         """Returns (HVPs at PyHessian's 1e-3 stop, its estimate, HVPs to rtol vs ref)."""
-        _, matvec = hs.hessian_operator(lambda q: loss(q, xb, yb), p)
+        _, matvec = cv.hessian_operator(lambda q: loss(q, xb, yb), p)
         x0, unravel = jax.flatten_util.ravel_pytree(p)
         flat_mv = lambda u: jax.flatten_util.ravel_pytree(matvec(unravel(u)))[0]
         v = jax.random.normal(key, x0.shape, x0.dtype)

@@ -1,4 +1,4 @@
-"""PyHessian vs kan_jax.hessian: top eigenvalue (time and error) and trace of an MNIST MLP's Hessian.
+"""PyHessian vs kan_jax.curvature: top eigenvalue (time and error) and trace of an MNIST MLP's Hessian.
 
 Usage (needs ``torch`` and ``pyhessian``, which are *not* dependencies of kan-jax)::
 
@@ -14,7 +14,7 @@ models' losses and gradients are checked to agree.
 
 Measured (float32 unless said):
 
-* reference: the top eigenvalue from ``kan_jax.hessian.top_eigenpairs`` in **float64** with
+* reference: the top eigenvalue from ``kan_jax.curvature.top_eigenpairs`` in **float64** with
   ``--ref-steps`` Lanczos steps, its residual ``||H v - lambda v||``, and a second float64 run from
   another start vector (their difference shows the reference is converged);
 * kan_jax float32 Lanczos (full reorthogonalisation) with several step counts: HVPs, seconds
@@ -24,7 +24,7 @@ Measured (float32 unless said):
   ``pyhessian.hessian.hessian_vector_product``), seconds, relative error; over ``--repeats``
   torch seeds;
 * the trace: PyHessian's ``trace()`` (Hutchinson, stops when the running mean changes by less
-  than 1e-3 relative) vs ``kan_jax.hessian.hessian_trace`` (stops at a 1% standard error), both
+  than 1e-3 relative) vs ``kan_jax.curvature.hessian_trace`` (stops at a 1% standard error), both
   against a long kan_jax Hutchinson run of ``--trace-ref-probes`` probes;
 * PyHessian's ``density()``, which calls ``torch.eig`` (removed from PyTorch): the error is shown.
 
@@ -46,7 +46,7 @@ jax.config.update("jax_enable_x64", True)  # the float64 reference; everything e
 
 from experiments._env import default_mnist_dir, device_description  # noqa: E402
 from experiments.models import MLP  # noqa: E402
-from kan_jax import hessian as hs  # noqa: E402
+from kan_jax import curvature as cv  # noqa: E402
 from kan_jax.data import load_mnist, preprocess_mnist  # noqa: E402
 
 
@@ -118,8 +118,8 @@ def main(argv=None) -> None:
         b64 = (batches[0].astype(jnp.float64), batches[1])
 
         # ---- reference (float64) --------------------------------------------------------------
-        ref, t_ref = _timed(lambda: hs.top_eigenpairs(loss, p64, 1, num_steps=args.ref_steps, batches=b64))
-        ref2 = hs.top_eigenpairs(loss, p64, 1, num_steps=args.ref_steps, batches=b64, key=jax.random.key(1))
+        ref, t_ref = _timed(lambda: cv.top_eigenpairs(loss, p64, 1, num_steps=args.ref_steps, batches=b64))
+        ref2 = cv.top_eigenpairs(loss, p64, 1, num_steps=args.ref_steps, batches=b64, key=jax.random.key(1))
         lam = float(ref.eigenvalues[0])
         rows = [
             ("machine", f"{device_description()}; torch {torch.__version__}, "
@@ -133,15 +133,15 @@ def main(argv=None) -> None:
 
         # ---- kan_jax float32 Lanczos ------------------------------------------------------------
         for m in [int(s) for s in args.lanczos_steps.split(",")]:
-            r, t_first = _timed(lambda: hs.top_eigenpairs(loss, params, 1, num_steps=m, batches=batches))
-            r, t_warm = _timed(lambda: hs.top_eigenpairs(loss, params, 1, num_steps=m, batches=batches))
+            r, t_first = _timed(lambda: cv.top_eigenpairs(loss, params, 1, num_steps=m, batches=batches))
+            r, t_warm = _timed(lambda: cv.top_eigenpairs(loss, params, 1, num_steps=m, batches=batches))
             err = abs(float(r.eigenvalues[0]) - lam) / lam
             rows.append((f"kan_jax Lanczos float32, {m} steps ({m + 1} HVPs)",
                          f"{t_warm:.2f} s warm ({t_first:.2f} s with compilation), rel. error {err:.1e}, "
                          f"residual {float(r.residual_norms[0]):.1e}"))
-        jtr, t_jtr = _timed(lambda: hs.hessian_trace(loss, params, batches=batches, max_probes=100))
-        jtr, t_jtr_warm = _timed(lambda: hs.hessian_trace(loss, params, batches=batches, max_probes=100))
-        tref = hs.hessian_trace(loss, params, batches=batches, max_probes=args.trace_ref_probes, min_probes=args.trace_ref_probes,
+        jtr, t_jtr = _timed(lambda: cv.hessian_trace(loss, params, batches=batches, max_probes=100))
+        jtr, t_jtr_warm = _timed(lambda: cv.hessian_trace(loss, params, batches=batches, max_probes=100))
+        tref = cv.hessian_trace(loss, params, batches=batches, max_probes=args.trace_ref_probes, min_probes=args.trace_ref_probes,
                                 rel_stderr_tol=None, key=jax.random.key(123))
 
     # ---- PyHessian -------------------------------------------------------------------------------

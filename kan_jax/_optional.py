@@ -27,7 +27,7 @@ def require(module: str, extra: str) -> ModuleType:
         ImportError: If ``module`` cannot be imported; the message holds the ``pip install``
             line and the original error is chained.
 
-    Example:
+    Examples:
         >>> from kan_jax._optional import require
         >>> require("json", "dev").dumps([1])
         '[1]'

@@ -11,7 +11,7 @@ never a half-written file; a rerun that finds a file can trust it.
 :func:`save_figure`            a matplotlib figure (format from the suffix)
 =============================  ==========================================================
 
-Checkpoints (:mod:`kan_jax.training.checkpoint`) and figures (:mod:`kan_jax.plotting`) use these.
+Checkpoints (:mod:`kan_jax.training.checkpoint`) and figures (:mod:`kan_jax.curvature.plots`) use these.
 """
 from __future__ import annotations
 

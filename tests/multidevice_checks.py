@@ -142,7 +142,7 @@ def check_sharded_hessian(more: bool = False):
 
     ``more``: Lanczos top eigenpairs, Hutchinson trace, SLQ density and the all-reduce in the
     compiled HVP instead."""
-    from kan_jax import hessian as hs
+    from kan_jax import curvature as cv
 
     x, y, _, _ = _toy_problem(n=200, seed=4)
     model = KAN([12, 5, 4], grid_size=3, spline_order=1)
@@ -167,21 +167,21 @@ def check_sharded_hessian(more: bool = False):
 
     key = jax.random.key(0)
     if not more:
-        _close(hs.dataset_hvp(loss_fn, p_rep, v_rep, sharded), hs.dataset_hvp(loss_fn, ref_p, ref_v, ref_batches), "hvp", 1e-4, 1e-6)
+        _close(cv.dataset_hvp(loss_fn, p_rep, v_rep, sharded), cv.dataset_hvp(loss_fn, ref_p, ref_v, ref_batches), "hvp", 1e-4, 1e-6)
         return
-    top = hs.top_eigenpairs(loss_fn, p_rep, k=2, batches=sharded, key=key)
-    top_ref = hs.top_eigenpairs(loss_fn, ref_p, k=2, batches=ref_batches, key=key)
+    top = cv.top_eigenpairs(loss_fn, p_rep, k=2, batches=sharded, key=key)
+    top_ref = cv.top_eigenpairs(loss_fn, ref_p, k=2, batches=ref_batches, key=key)
     np.testing.assert_allclose(np.asarray(top.eigenvalues), np.asarray(top_ref.eigenvalues), rtol=1e-4)
     assert top.eigenvalues.shape == (2,)
     # The sharded HVP reduces over devices inside the compiled program.
-    hvp_fn = jax.jit(lambda p, v, b: hs.dataset_hvp(loss_fn, p, v, b))  # the public function, compiled whole
+    hvp_fn = jax.jit(lambda p, v, b: cv.dataset_hvp(loss_fn, p, v, b))  # the public function, compiled whole
     hlo = hvp_fn.lower(p_rep, v_rep, sharded).compile().as_text()
     assert "all-reduce" in hlo
-    tr = hs.hessian_trace(loss_fn, p_rep, batches=sharded, key=key, max_probes=8, min_probes=8)
-    tr_ref = hs.hessian_trace(loss_fn, ref_p, batches=ref_batches, key=key, max_probes=8, min_probes=8)
+    tr = cv.hessian_trace(loss_fn, p_rep, batches=sharded, key=key, max_probes=8, min_probes=8)
+    tr_ref = cv.hessian_trace(loss_fn, ref_p, batches=ref_batches, key=key, max_probes=8, min_probes=8)
     np.testing.assert_allclose(float(tr.mean), float(tr_ref.mean), rtol=1e-4)
-    dens = hs.spectral_density(loss_fn, p_rep, batches=sharded, key=key, num_runs=2, num_steps=10)
-    dens_ref = hs.spectral_density(loss_fn, ref_p, batches=ref_batches, key=key, num_runs=2, num_steps=10)
+    dens = cv.spectral_density(loss_fn, p_rep, batches=sharded, key=key, num_runs=2, num_steps=10)
+    dens_ref = cv.spectral_density(loss_fn, ref_p, batches=ref_batches, key=key, num_runs=2, num_steps=10)
     np.testing.assert_allclose(np.asarray(dens.nodes), np.asarray(dens_ref.nodes), rtol=1e-3, atol=1e-5)
 
 

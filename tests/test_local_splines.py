@@ -7,7 +7,6 @@ against the other.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import re
 

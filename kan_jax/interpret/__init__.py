@@ -17,7 +17,7 @@ A KAN layer computes ``y_o = sum_i phi_{o,i}(x_i)``. This package exposes every 
 ``kan_jax.interpret.symbolic`` is loaded on first use; matplotlib and SymPy only when a figure
 or a formula is made.
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from kan_jax import KAN, interpret as I
     >>> model = KAN([2, 5, 1])

@@ -343,7 +343,7 @@ def forward(
 def apply(params: Sequence[LayerParams], state: Sequence[LayerState], x: jax.Array, spec: KANSpec) -> jax.Array:
     """The network's output ``(B, n_L)`` on ``x (B, n_0)`` (pure, jitted; ``spec`` static).
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from kan_jax import KAN, interpret as I
         >>> model = KAN([2, 3, 1])

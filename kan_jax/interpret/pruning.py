@@ -82,7 +82,7 @@ def prune(net: KANNet, x: jax.Array, threshold: float = 1e-2, edge_threshold: Op
     Returns:
         The pruned network.
 
-    Example:
+    Examples:
         >>> import jax, jax.numpy as jnp
         >>> from kan_jax import KAN, interpret as I
         >>> model = KAN([2, 3, 1])

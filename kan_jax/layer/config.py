@@ -192,8 +192,3 @@ class KANLayerConfig:
     def replace(self, **changes: Any) -> "KANLayerConfig":
         """A copy with ``changes`` applied (validated)."""
         return dataclasses.replace(self, **changes)
-
-    @property
-    def thresholds(self) -> StrategyThresholds:
-        """``strategy_thresholds``, or the default backend's thresholds when it is ``None``."""
-        return default_thresholds() if self.strategy_thresholds is None else self.strategy_thresholds

@@ -8,7 +8,7 @@ of a library (:mod:`~kan_jax.interpret.symbolic.library`): the edge then compute
 symbolic, :func:`symbolic_formula` composes the SymPy expression of the network (SymPy, the
 ``interpret`` extra, is imported only then).
 
-Example:
+Examples:
     >>> import jax, jax.numpy as jnp
     >>> from kan_jax import KAN, interpret as I
     >>> from kan_jax.interpret import symbolic as S

@@ -169,7 +169,7 @@ def fit_affine(
         ``a = 1`` for powers) and ``r2 (...)`` the coefficient of determination
         :math:`1 - SSE / SST` of the fit.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp
         >>> from kan_jax.interpret.symbolic import fit_affine
         >>> x = jnp.linspace(-1, 1, 100)

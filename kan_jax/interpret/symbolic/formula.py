@@ -33,7 +33,7 @@ def round_floats(expr: Any, digits: int) -> Any:
     Returns:
         The rounded expression.
 
-    Example:
+    Examples:
         >>> import sympy
         >>> from kan_jax.interpret.symbolic import round_floats
         >>> x = sympy.Symbol("x")

@@ -144,7 +144,7 @@ def make_function(
     Returns:
         The library entry.
 
-    Example:
+    Examples:
         >>> import jax.numpy as jnp, sympy
         >>> from kan_jax.interpret.symbolic import make_function
         >>> make_function("sinh", jnp.sinh, sympy.sinh, 3)
