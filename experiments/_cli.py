@@ -113,9 +113,9 @@ def _dest(path: tuple[str, ...]) -> str:
     return "cfg__" + "__".join(path)
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, separator: str = " ") -> str:
     if isinstance(value, tuple):
-        return " ".join(str(v) for v in value)
+        return separator.join(str(v) for v in value)
     return str(value)
 
 
@@ -134,10 +134,11 @@ def _add(parser: argparse.ArgumentParser, cls: type, presets: Mapping[str, Any],
         flag = meta.get("flag") or f"--{prefix}{f.name.replace('_', '-')}"
         scalar, _, is_tuple = _unwrap(tp)
         default = values.get("full", next(iter(values.values())))
-        shown = "" if default is None else f"default {_show(default)}"
+        sep = meta.get("separator") or " "
+        shown = "" if default is None else f"default {_show(default, sep)}"
         for name, v in values.items():
             if name != "full" and v != default:
-                shown += f"{'; ' if shown else ''}--{name}: {_show(v)}"
+                shown += f"{'; ' if shown else ''}--{name}: {_show(v, sep)}"
         text = f"{meta.get('help', '')} ({shown})" if shown else meta.get("help", "")
         kwargs: dict[str, Any] = dict(dest=_dest(path + (f.name,)), default=None, help=text)
         if scalar is bool and _unwrap(tp)[1]:  # Optional[bool]: --name / --no-name, None = automatic
@@ -148,7 +149,7 @@ def _add(parser: argparse.ArgumentParser, cls: type, presets: Mapping[str, Any],
             kwargs["help"] = meta.get("help") or None
         elif is_tuple and meta.get("separator"):
             kwargs["type"] = _split(flag, scalar if scalar in (int, float, str, Path) else str, meta["separator"])
-            kwargs["metavar"] = f.name.upper()
+            kwargs["metavar"] = flag.lstrip("-").replace("-", "_").upper()
         else:
             kwargs["type"] = scalar if scalar in (int, float, str, Path) else str
             if is_tuple:

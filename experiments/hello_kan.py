@@ -33,7 +33,6 @@ Usage::
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -43,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from experiments._cli import build_parser, config_from_args, option
+
 DEFAULT_TARGET = "exp(sin(pi*x1) + x2**2)"
 
 
@@ -50,25 +51,33 @@ DEFAULT_TARGET = "exp(sin(pi*x1) + x2**2)"
 class HelloConfig:
     """Everything that determines a run (the resume key)."""
 
-    target: str = DEFAULT_TARGET
-    hidden: tuple[int, ...] = (5,)
-    grid_size: int = 5
-    spline_order: int = 3
-    steps: tuple[int, int, int] = (400, 1000, 1000)  # L-BFGS iterations: sparsify, after pruning, after snapping
-    grid_update_every: int = 100  # iterations between grid updates (first stages only)
-    stop_grid_update_step: int = 400
-    lamb: float = 0.01
-    lamb_entropy: float = 10.0
-    prune_threshold: float = 1e-2
-    train_num: int = 1000
-    test_num: int = 1000
-    seed: int = 0
-    lib: tuple[str, ...] = ("x", "x^2", "x^3", "x^4", "exp", "log", "sqrt", "tanh", "sin", "abs")
-    merge_chains: bool = True  # snap single-input single-output hidden nodes as one composite edge
-    restarts: int = 3  # further attempts from other initialisations while none is accepted
-    tol: float = 1e-6  # accept an attempt whose final train RMSE / RMS(y_train) is at most this
+    target: str = option(DEFAULT_TARGET, help="SymPy expression in x1, x2, ...")
+    hidden: tuple[int, ...] = option((5,), flag="--width", separator=",",
+                                     help="hidden widths, comma separated (5: a [n, 5, 1] KAN)")
+    grid_size: int = option(5, help="spline grid intervals G")
+    spline_order: int = option(3, cli=False)
+    steps: tuple[int, ...] = option(
+        (400, 1000, 1000), separator=",",
+        help="L-BFGS iterations: one integer for every stage or three (sparsify,pruned,snapped); "
+             "pykan's 20, 50, 50 steps of up to 20 iterations")
+    grid_update_every: int = option(100, cli=False)  # iterations between grid updates (first stages only)
+    stop_grid_update_step: int = option(400, cli=False)
+    lamb: float = option(0.01, help="sparsity regularisation")
+    lamb_entropy: float = option(10.0, cli=False)
+    prune_threshold: float = option(1e-2, cli=False)
+    train_num: int = option(1000, cli=False)
+    test_num: int = option(1000, cli=False)
+    seed: int = option(0, help="seed of the data and the first initialisation")
+    lib: tuple[str, ...] = option(("x", "x^2", "x^3", "x^4", "exp", "log", "sqrt", "tanh", "sin", "abs"), cli=False)
+    merge_chains: bool = option(True, flag="--no-merge-chains", help="snap every edge on its own (pykan), without "
+                                "merging single-input single-output hidden nodes")
+    restarts: int = option(3, help="further attempts from other initialisations while no attempt is accepted (0: one)")
+    tol: float = option(1e-6, help="accept an attempt whose final train RMSE relative to the RMS of the targets is "
+                                   "at most this")
 
     def __post_init__(self) -> None:
+        if len(self.steps) == 1:
+            object.__setattr__(self, "steps", tuple(self.steps) * 3)
         if not self.hidden or any(w < 1 for w in self.hidden):
             raise ValueError(f"--width must list hidden widths >= 1, got {self.hidden}")
         if self.grid_size < 1:
@@ -83,6 +92,14 @@ class HelloConfig:
             raise ValueError(f"--tol must be >= 0, got {self.tol}")
         if self.train_num < 10 or self.test_num < 10:
             raise ValueError(f"train_num and test_num must be >= 10, got {self.train_num}, {self.test_num}")
+
+
+@dataclasses.dataclass(frozen=True)
+class HelloArgs:
+    """Everything ``python -m experiments.hello_kan`` takes: the configuration and the output folder."""
+
+    config: HelloConfig = option(default_factory=HelloConfig, prefix="")
+    out_dir: Path = option(Path("runs/hello_kan"), help="output folder")
 
 
 PRESETS = {
@@ -115,59 +132,6 @@ def parse_target(expr: str):
         raise ValueError(f"--target must use only the variables x1, x2, ... (at least one), got symbols {names} in {expr!r}")
     n = max(int(s[1:]) for s in names)
     return parsed, [sympy.Symbol(f"x{i}") for i in range(1, n + 1)]
-
-
-def _ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(","))
-    except ValueError:
-        raise ValueError(f"{flag} must be comma-separated integers, got {text!r}") from None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m experiments.hello_kan", description=__doc__.splitlines()[0])
-    p.add_argument("--target", default=None, help=f"SymPy expression in x1, x2, ... (default {DEFAULT_TARGET!r})")
-    p.add_argument("--width", default=None, help="hidden widths, comma separated (default 5: a [n, 5, 1] KAN)")
-    p.add_argument("--grid-size", type=int, default=None)
-    p.add_argument("--steps", default=None, help="L-BFGS iterations: one integer for every stage or three (sparsify,pruned,snapped); default 400,1000,1000 "
-        "(pykan's 20, 50, 50 steps of up to 20 iterations)")
-    p.add_argument("--lamb", type=float, default=None, help="sparsity regularisation (default 0.01)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--restarts", type=int, default=None, help="further attempts from other initialisations "
-        "while no attempt is accepted (default 3; 0: one attempt)")
-    p.add_argument("--tol", type=float, default=None, help="accept an attempt whose final train RMSE relative "
-        "to the RMS of the targets is at most this (default 1e-6)")
-    p.add_argument("--no-merge-chains", action="store_true", help="snap every edge on its own (pykan), "
-        "without merging single-input single-output hidden nodes")
-    p.add_argument("--out-dir", default="runs/hello_kan")
-    p.add_argument("--quick", action="store_true", help="the quick preset (fewer points and steps)")
-    return p
-
-
-def config_from_args(args: argparse.Namespace) -> HelloConfig:
-    base = PRESETS["quick" if args.quick else "full"]
-    changes: dict[str, Any] = {}
-    if args.target is not None:
-        parse_target(args.target)
-        changes["target"] = args.target
-    if args.width is not None:
-        changes["hidden"] = _ints(args.width, "--width")
-    if args.grid_size is not None:
-        changes["grid_size"] = args.grid_size
-    if args.steps is not None:
-        s = _ints(args.steps, "--steps")
-        changes["steps"] = s * 3 if len(s) == 1 else s
-    if args.lamb is not None:
-        changes["lamb"] = args.lamb
-    if args.seed is not None:
-        changes["seed"] = args.seed
-    if args.restarts is not None:
-        changes["restarts"] = args.restarts
-    if args.tol is not None:
-        changes["tol"] = args.tol
-    if args.no_merge_chains:
-        changes["merge_chains"] = False
-    return dataclasses.replace(base, **changes)
 
 
 def choose_attempt(train_rel_rmse: Sequence[float], tol: float) -> int:
@@ -323,16 +287,35 @@ def run(config: HelloConfig, out_dir: Path, log=print) -> dict[str, Any]:
     return result
 
 
+def published_markdown(out_dir: Path) -> str:
+    """The results the documentation includes, from ``result.json`` in ``out_dir``."""
+    result = json.loads((out_dir / "result.json").read_text())
+    lines = [f"Target `{result['config']['target']}`; formula (attempt {result['chosen_attempt']} of "
+             f"{len(result['attempts'])}): `{result['formula_display']}`", "",
+             "| stage | widths | alive edges | train RMSE | test RMSE |", "|---|---|---|---|---|"]
+    for stage, row in result["stages"].items():
+        lines.append(f"| {stage} | {row['widths']} | {row['alive_edges']} | {row['train_rmse']:.3e} | {row['test_rmse']:.3e} |")
+    lines += ["", f"Formula against the target on 1,000 fresh points: relative RMSE {result['formula_rel_rmse']:.3e} "
+                  f"(jax {result['jax']})."]
+    return "\n".join(lines) + "\n"
+
+
+_PRESETS = {name: HelloArgs(config=c) for name, c in PRESETS.items()}
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """``python -m experiments.hello_kan``: returns the exit status (2: a usage error)."""
+    parser = build_parser(HelloArgs, _PRESETS, prog="python -m experiments.hello_kan",
+                          description=__doc__.splitlines()[0])
     try:
-        config = config_from_args(args)
-    except ValueError as err:
-        parser.print_usage(sys.stderr)
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out_dir = Path(args.out_dir)
+        try:
+            args = config_from_args(HelloArgs, _PRESETS, parser.parse_args(argv))
+            parse_target(args.config.target)
+        except ValueError as err:
+            parser.error(str(err))
+    except SystemExit as exc:  # usage errors return their status instead of leaving the process
+        return int(exc.code or 0)
+    config, out_dir = args.config, args.out_dir
     done = out_dir / "result.json"
     if done.exists():
         try:

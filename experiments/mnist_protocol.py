@@ -1,7 +1,7 @@
 """The MNIST study's protocol: its optimisers (the published table) and its figure.
 
-The library (:mod:`kan_jax.training.epoch`) provides the generic compiled epoch and evaluation; this
-module holds what is particular to the δ-GClip KAN study on MNIST (Tucat et al., TMLR 2025,
+The library (:mod:`kan_jax.training.epoch`) provides the generic compiled epoch and evaluation;
+this module holds what is particular to the δ-GClip KAN study on MNIST (Tucat et al., TMLR 2025,
 arXiv 2404.08624): :data:`ALGORITHMS` with their published hyperparameters,
 :func:`make_optimizer` turning one into optax, and :func:`plot_training_curves`, the 2x2 figure.
 """
@@ -38,34 +38,29 @@ def make_optimizer(
 ) -> tuple[optax.GradientTransformation, Callable[[Any], jax.Array]]:
     """The optax optimiser of one algorithm of the study and its learning-rate schedule.
 
-    ========  ===================================  =================================================
-    algo      PyTorch (published)                  optax
-    ========  ===================================  =================================================
-    adamw     AdamW(1e-3, wd=1e-4)                 ``adamw(sched, weight_decay=wd)`` (decoupled)
-    adam      Adam(1e-3, wd=1e-4)                  ``chain(add_decayed_weights(wd), adam(sched))``
-    dgclip    δ-GClip(1, γ=0.5, δ=0.5, wd=1e-4)    :func:`kan_jax.optim.dgclip`
-    gclip     δ-GClip(1, γ=0.5, δ=0, wd=1e-4)      :func:`kan_jax.optim.dgclip` with ``delta=0``
-    gd        SGD(0.1, wd=1e-4)                    ``chain(add_decayed_weights(wd), sgd(sched))``
-    ========  ===================================  =================================================
+    | algo | PyTorch (published) | optax |
+    |---|---|---|
+    | adamw | AdamW(1e-3, wd=1e-4) | ``adamw(sched, weight_decay=wd)`` (decoupled) |
+    | adam | Adam(1e-3, wd=1e-4) | ``chain(add_decayed_weights(wd), adam(sched))`` |
+    | dgclip | δ-GClip(1, γ=0.5, δ=0.5, wd=1e-4) | :func:`kan_jax.optim.dgclip` |
+    | gclip | δ-GClip(1, γ=0.5, δ=0, wd=1e-4) | :func:`kan_jax.optim.dgclip` with ``delta=0`` |
+    | gd | SGD(0.1, wd=1e-4) | ``chain(add_decayed_weights(wd), sgd(sched))`` |
 
     ``sched`` is ExponentialLR(``decay``) stepped once per epoch:
     ``exponential_decay(lr, steps_per_epoch, decay, staircase=True)``; ``decay=None`` keeps
     the rate constant (the clipping methods).
 
-    Parameters
-    ----------
-    algo:
-        One of :data:`ALGORITHMS`.
-    steps_per_epoch:
-        Optimiser steps per epoch (for the per-epoch schedule).
-    **overrides:
-        Replace any of ``lr``, ``weight_decay``, ``gamma``, ``delta``, ``decay`` (``None``
-        keeps the default; ``decay=1`` turns the schedule off).
+    Args:
+        algo: one of :data:`ALGORITHMS`.
+        steps_per_epoch: optimiser steps per epoch (for the per-epoch schedule).
+        **overrides: replace any of ``lr``, ``weight_decay``, ``gamma``, ``delta``, ``decay``
+            (``None`` keeps the default; ``decay=1`` turns the schedule off).
 
-    Returns
-    -------
-    (tx, schedule)
-        The transformation and ``schedule(step) -> learning rate``.
+    Returns:
+        ``(tx, schedule)``: the transformation and ``schedule(step) -> learning rate``.
+
+    Raises:
+        ValueError: an unknown algorithm or hyperparameter, or a value out of range.
     """
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algo!r}; expected one of {sorted(ALGORITHMS)}")
@@ -97,7 +92,6 @@ def make_optimizer(
     else:
         tx = dgclip(schedule, gamma=hp["gamma"], delta=hp["delta"], weight_decay=wd)
     return tx, schedule
-
 
 
 def hyperparameters(algo: str, overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -135,22 +129,15 @@ def plot_training_curves(
     Each algorithm is drawn as the mean over its seeds with a ±1 standard-deviation band;
     the legend lists its hyperparameters.
 
-    Parameters
-    ----------
-    records:
-        ``{algo: [run, ...]}`` where a run is a dict with ``"epochs"`` (a list of per-epoch
-        metric dicts with the keys of the panels) and ``"hyperparameters"``, as written by
-        ``python -m experiments.mnist``.
-    path:
-        Where to save the PNG.
-    title:
-        Figure title (default: ``model``, the seeds and the number of runs).
-    model:
-        The model's name in the default title.
+    Args:
+        records: ``{algo: [run, ...]}`` where a run is a dict with ``"epochs"`` (a list of
+            per-epoch metric dicts with the keys of the panels) and ``"hyperparameters"``, as
+            written by ``python -m experiments.mnist``.
+        path: where to save the PNG.
+        title: the figure's title (default: ``model``, the seeds and the number of runs).
+        model: the model's name in the default title.
 
-    Returns
-    -------
-    Path
+    Returns:
         ``path``.
     """
     from matplotlib.figure import Figure

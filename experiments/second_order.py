@@ -183,8 +183,11 @@ def run_method(method: str, prob: dict[str, Any], cfg: Config, steps: int) -> di
     tx = _optimizer(method, prob, cfg)
     hvps_per_step = cfg.hsodm_lanczos_steps + 1 if method == "hsodm" else 0
 
+    def objective(params):  # the data are constants of the compiled chunks
+        return loss(params, batch)
+
     def chunk(params, state, n):
-        return loops.minimize(loss, params, batch, optimizer=tx, num_steps=n, opt_state=state, history_size=n)
+        return loops.minimize(objective, params, optimizer=tx, num_steps=n, opt_state=state, history_size=n)
 
     sizes = [steps // cfg.chunks + (1 if i < steps % cfg.chunks else 0) for i in range(cfg.chunks)]
     sizes = [s for s in sizes if s > 0]

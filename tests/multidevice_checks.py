@@ -281,6 +281,7 @@ def check_study_resume_sharded():
     host, and a resumed run lays it out on the mesh again: interrupted after epoch 1 and resumed,
     it writes the numbers of an uninterrupted one-device run, and removes the checkpoint."""
     from experiments import mnist as study
+    from experiments import mnist_train
 
     data_dir = Path(os.environ["KAN_JAX_MNIST_DIR"])
 
@@ -292,17 +293,17 @@ def check_study_resume_sharded():
     with tempfile.TemporaryDirectory() as tmp:
         one, four = Path(tmp) / "one", Path(tmp) / "four"
         assert study.main(argv(one, 1)) == 0
-        real = study.save_checkpoint
+        real = mnist_train.save_checkpoint
 
         def save_then_interrupt(path, tree, meta):
             real(path, tree, meta)
             raise KeyboardInterrupt
 
-        study.save_checkpoint = save_then_interrupt
+        mnist_train.save_checkpoint = save_then_interrupt
         try:
             assert study.main(argv(four, 4)) == 130
         finally:
-            study.save_checkpoint = real
+            mnist_train.save_checkpoint = real
         assert [p.name for p in (four / "checkpoints").iterdir()] == ["dgclip_seeds100-200.msgpack"]
         assert not list(four.glob("*_seed*.json"))
         assert study.main(argv(four, 4)) == 0

@@ -1,4 +1,5 @@
-"""experiments/_cli.py (configuration dataclass -> flags) and kan_jax.io (atomic writers)."""
+"""experiments/_cli.py (configuration dataclass -> flags), experiments/publish.py and kan_jax.io
+(atomic writers)."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,6 +10,7 @@ from typing import Optional
 
 import pytest
 
+from experiments import hello_kan, publish
 from experiments._cli import build_parser, option, parse
 from kan_jax.io import save_figure, write_json
 
@@ -63,6 +65,43 @@ def test_errors_exit_2_with_the_message(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         parse(Outer, PRESETS, argv)
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+@dataclasses.dataclass(frozen=True)
+class Listed:
+    widths: tuple[int, ...] = option((5,), flag="--width", separator=",")
+    names: tuple[str, ...] = option(("a", "b"), separator=",")
+
+
+def test_separator_tuples_and_the_preset_flag(capsys):
+    presets = {"full": Listed(), "small": Listed(widths=(2,))}
+    assert parse(Listed, presets, ["--width", "3,4", "--names", "x"]) == Listed(widths=(3, 4), names=("x",))
+    assert parse(Listed, presets, ["--preset", "small"]) == parse(Listed, presets, ["--small"]) == presets["small"]
+    assert "(default 5; --small: 2)" in build_parser(Listed, presets).format_help()
+    with pytest.raises(SystemExit) as exc:
+        parse(Listed, presets, ["--width", "3,x"])
+    assert exc.value.code == 2 and "--width must be comma-separated integers, got '3,x'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse(Listed, presets, ["--preset", "huge"])
+    assert "invalid choice: 'huge'" in capsys.readouterr().err
+
+
+def test_publish_writes_hello_kan_results_and_names_missing_runs(tmp_path, capsys):
+    """A hello_kan record (written by hand here) becomes the documentation's table; a study asked
+    for without outputs, or no outputs at all, is exit status 2."""
+    stage = {"widths": [2, 5, 1], "alive_edges": 15, "train_rmse": 1.5e-3, "test_rmse": 2.25e-3}
+    result = {"config": {"target": "x1 + x2"}, "chosen_attempt": 0, "attempts": [{}], "formula_display": "x1 + x2",
+              "formula_rel_rmse": 1e-7, "jax": "0.0", "stages": {"init": stage, "symbolic": {**stage, "widths": [2, 1, 1]}}}
+    write_json(tmp_path / "runs" / "hello_kan" / "result.json", result)
+    assert publish.main([str(tmp_path / "runs"), str(tmp_path / "docs")]) == 0
+    text = (tmp_path / "docs" / "hello_kan.md").read_text()
+    assert text == publish.render("hello_kan", tmp_path / "runs" / "hello_kan")
+    assert "`x1 + x2`" in text and "| init | [2, 5, 1] | 15 | 1.500e-03 | 2.250e-03 |" in text
+    assert "| symbolic | [2, 1, 1] |" in text and hello_kan.published_markdown(tmp_path / "runs" / "hello_kan") in text
+    capsys.readouterr()
+    assert publish.main([str(tmp_path / "runs"), str(tmp_path / "docs"), "--studies", "mnist"]) == 2
+    assert "no outputs of mnist" in capsys.readouterr().err
+    assert publish.main([str(tmp_path / "nothing"), str(tmp_path / "docs")]) == 2
 
 
 def test_presets_need_full():

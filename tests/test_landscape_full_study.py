@@ -1,4 +1,5 @@
-"""The loss-landscape study at its default size, checked as the quick run is (slow).
+"""The loss-landscape study at its default size, checked as the quick run is (slow), and the
+published numbers (``docs/results/landscape.md``) against the current code.
 
 A file of its own so that ``pytest -n`` (whole files per worker) runs it beside the quick run.
 """
@@ -6,8 +7,11 @@ from __future__ import annotations
 
 import json
 
+import jax
 import pytest
-from test_landscape_study import _check_study, _run_cli
+from test_landscape_study import REPO, _check_study, _run_cli, published_rows
+
+from experiments.landscape import kan
 
 
 @pytest.mark.slow
@@ -20,3 +24,23 @@ def test_full_study(tmp_path, mnist_dir):
     assert m["num_params"] == 784 * 512 + 512 + 512 * 10 + 10
     assert m["training"]["test_accuracy"] > 0.9
     assert m["top_eigenvalue"]["residual_norm"] < 1e-3 * m["top_eigenvalue"]["value"]
+
+
+@pytest.mark.slow
+def test_published_results_are_the_current_codes(tmp_path):
+    """The top-5 and minimum eigenvalues at thetaN quoted in docs/results/landscape.md are what the
+    current code computes with the default configuration, to every printed digit (the KAN part is
+    deterministic; regenerate the file with ``python -m experiments.landscape --skip-mlp`` then
+    ``python -m experiments.publish runs/ docs/results/ --studies landscape``)."""
+    text = (REPO / "docs" / "results" / "landscape.md").read_text()
+    cfg = kan.KANConfig()
+    assert f"L-BFGS {cfg.lbfgs_steps} steps, lamb={cfg.lamb:g}" in text, "published with another configuration"
+    with jax.default_matmul_precision("highest"):
+        setup = kan.setup_kan(cfg, tmp_path, lambda message: None)
+        thetaN, _ = kan.train_kan(setup)
+        spectrum, _ = kan.spectrum_at(setup, thetaN)
+    rows = published_rows(text)
+    top, low = spectrum["top5"], spectrum["min"]
+    for i in range(5):
+        assert rows[f"lambda_{i + 1}"] == (f"{top['lanczos'][i]:.10g}", f"{top['exact'][i]:.10g}"), i
+    assert rows["lambda_min"] == (f"{low['lanczos']:.10g}", f"{low['exact']:.10g}")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
+from experiments import publish
 from experiments import second_order as study
 from kan_jax import load_params
 
@@ -98,3 +99,17 @@ def test_rerun_resumes_and_bad_arguments_fail(quick, capsys):
         study.main(["--preset", "huge"])
     with pytest.raises(ValueError, match="mlp_num must be <= 60000"):
         study.Config(mlp_num=70_000)
+
+
+def test_quick_run_publishes_its_table(quick, tmp_path):
+    """The published table holds one row per record, with the record's own numbers."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "second_order").symlink_to(quick)
+    assert publish.main([str(runs), str(tmp_path / "docs"), "--studies", "second_order"]) == 0
+    table = (tmp_path / "docs" / "second_order.md").read_text()
+    assert table.count("\n| kan |") == 4 and table.count("\n| mlp |") == 4
+    for problem in study.PROBLEMS:
+        for method in study.METHODS:
+            r = json.loads((quick / f"{problem}_{method}.json").read_text())
+            assert f"| {problem} | {method} | {r['steps']} | {r['cost'][-1]:.0f} | {r['seconds']:.2f} | {r['final_loss']:.4g} |" in table

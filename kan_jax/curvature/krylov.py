@@ -42,8 +42,8 @@ Array = jax.Array
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "Eigenpairs", "LanczosResult", "extreme_eigenpairs", "lanczos", "tridiagonal_eigh"]
 
-#: Rows of the Lanczos basis orthogonalised against per block (set by
-#: ``python -m benchmarks.lanczos_reorth``).
+#: Rows of the Lanczos basis orthogonalised against per block (measured by
+#: ``python -m benchmarks.lanczos_reorth --block-size B``).
 DEFAULT_BLOCK_SIZE = 16
 
 _BREAKDOWN_EPS = 10.0

@@ -85,17 +85,18 @@ def kaiming_uniform(a: Any, in_axis: int = -1) -> Initializer:
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
         if len(shape) != 2:
             raise ValueError(f"kaiming_uniform initialises two-dimensional weights, got shape {tuple(shape)}")
-        drawn = tuple(shape) if in_axis in (-1, 1) else tuple(shape)[::-1]
-        w = _kaiming(key, jnp.asarray(a), shape=drawn, dtype=jnp.dtype(dtype))
-        return w if drawn == tuple(shape) else w.T
+        transpose = in_axis == 0
+        drawn = tuple(shape)[::-1] if transpose else tuple(shape)
+        return _kaiming(key, jnp.asarray(a), shape=drawn, dtype=jnp.dtype(dtype), transpose=transpose)
 
     return init
 
 
-@functools.partial(jax.jit, static_argnames=("shape", "dtype"))
-def _kaiming(key: jax.Array, a: jax.Array, *, shape: tuple[int, int], dtype: Dtype) -> jax.Array:
+@functools.partial(jax.jit, static_argnames=("shape", "dtype", "transpose"))
+def _kaiming(key: jax.Array, a: jax.Array, *, shape: tuple[int, int], dtype: Dtype, transpose: bool) -> jax.Array:
     bound = jnp.sqrt(6.0 / ((1.0 + a * a) * shape[-1])).astype(dtype)
-    return _uniform(key, shape, dtype, -bound, bound)
+    w = _uniform(key, shape, dtype, -bound, bound)
+    return w.T if transpose else w
 
 
 def _uniform(key: jax.Array, shape: tuple[int, ...], dtype: Dtype, minval: Any = 0.0, maxval: Any = 1.0) -> jax.Array:
