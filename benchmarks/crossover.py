@@ -2,9 +2,9 @@
 
 :mod:`kan_jax.layer.config` chooses a layer's spline strategy by a backend's
 :class:`~kan_jax.layer.StrategyThresholds` (``DEFAULT_STRATEGY_THRESHOLDS``). This script takes
-the measurements behind its three fields on whatever backend JAX runs on (one command, a few
+the measurements behind its two fields on whatever backend JAX runs on (one command, a few
 minutes) and prints the values they suggest; every variant is passed to the layers explicitly
-(their ``spline_strategy`` or ``strategy_thresholds`` field):
+(their ``spline_strategy`` field):
 
 * ``dense_max_bases_per_window``: one Adam step inside a compiled ``lax.scan``
   (:func:`benchmarks.spline_scaling.jax_step_timings`) with ``"dense"`` and ``"local"`` at each
@@ -15,16 +15,13 @@ minutes) and prints the values they suggest; every variant is passed to the laye
   (:func:`benchmarks.epoch_strategies.epoch_timing`, batches gathered inside the scan) with
   ``"unrolled"`` and ``"dense"`` at each G of ``--small-grid-sizes``; suggested: the largest
   ``G + k`` up to which unrolled is faster and compiles in at most ``--max-compile-s``.
-* ``dense_transposed_max_out``: a dense step of a [784, out] layer (batch 200, G = 10 and 100)
-  with the product against the ``(in·n, out)`` weight and against it turned to ``(out, in·n)``,
-  for each out of ``--outs``; suggested: the smallest out from which ``(in·n, out)`` is faster.
 
 The tables go to ``benchmarks/RESULTS.md`` between the markers ``crossover <backend>``.
 
 Usage::
 
     python -m benchmarks.crossover                       # the full sweep
-    python -m benchmarks.crossover --grid-sizes 20 100 --small-grid-sizes 5 --outs 10 64 --no-write
+    python -m benchmarks.crossover --grid-sizes 20 100 --small-grid-sizes 5 --no-write
 """
 from __future__ import annotations
 
@@ -38,22 +35,13 @@ import numpy as np
 from benchmarks.epoch_strategies import epoch_timing
 from benchmarks.mnist_study import machine_name
 from benchmarks.spline_scaling import jax_step_timings, write_section
-from kan_jax.layer import StrategyThresholds, default_thresholds
+from kan_jax.layer import default_thresholds
 
 K = 3  # spline order of every measurement
 
 
-def _step_ms(
-    widths: list[int],
-    grid_size: int,
-    strategy: str,
-    batch: int,
-    args: argparse.Namespace,
-    thresholds: Optional[StrategyThresholds] = None,
-) -> float:
-    return jax_step_timings(
-        widths, grid_size, strategy, batch, args.scan_steps, args.repeats, init_repeats=1, thresholds=thresholds
-    )["step_ms"]
+def _step_ms(widths: list[int], grid_size: int, strategy: str, batch: int, args: argparse.Namespace) -> float:
+    return jax_step_timings(widths, grid_size, strategy, batch, args.scan_steps, args.repeats, init_repeats=1)["step_ms"]
 
 
 def dense_local_table(args: argparse.Namespace) -> tuple[str, float]:
@@ -94,35 +82,10 @@ def unrolled_table(args: argparse.Namespace) -> tuple[str, int]:
     return "\n".join(lines), cap
 
 
-def orientation_table(args: argparse.Namespace) -> tuple[str, int]:
-    """Dense step of a [784, out] layer with each weight orientation, and the suggested threshold."""
-    base = default_thresholds()
-    lines = ["| out | G | (in·n, out) (ms) | (out, in·n) (ms) |", "|---|---|---|---|"]
-    transposed_wins: dict[int, bool] = {}
-    for out in args.outs:
-        wins = True
-        for g in (10, 100):
-            times = [
-                _step_ms([784, out], g, "dense", 200, args, base.replace(dense_transposed_max_out=threshold))
-                for threshold in (0, out + 1)  # 0: (in·n, out); out + 1: (out, in·n)
-            ]
-            lines.append(f"| {out} | {g} | {times[0]:.2f} | {times[1]:.2f} |")
-            print(lines[-1], flush=True)
-            wins &= times[1] < times[0]
-        transposed_wins[out] = wins
-    suggested = 0
-    for out in sorted(transposed_wins):  # below the first width where (in·n, out) wins
-        if not transposed_wins[out]:
-            break
-        suggested = out + 1
-    return "\n".join(lines), suggested
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grid-sizes", type=int, nargs="+", default=[10, 20, 50, 100, 150, 200, 300, 500, 1000])
     parser.add_argument("--small-grid-sizes", type=int, nargs="+", default=[5, 10, 20, 30])
-    parser.add_argument("--outs", type=int, nargs="+", default=[10, 16, 32, 64])
     parser.add_argument("--samples", type=int, default=60000, help="training inputs of the unrolled/dense epoch")
     parser.add_argument("--max-compile-s", type=float, default=2.5, help="compile budget of the unrolled bases")
     parser.add_argument("--scan-steps", type=int, default=8)
@@ -133,9 +96,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(f"Machine: {machine_name()}; backend {backend}; k = {K}.\n", flush=True)
     dense_local, factor = dense_local_table(args)
     unrolled, cap = unrolled_table(args)
-    orientation, max_out = orientation_table(args)
     rule = default_thresholds(backend)
-    current = (rule.dense_max_bases_per_window, rule.unrolled_max_bases, rule.dense_transposed_max_out)
+    current = (rule.dense_max_bases_per_window, rule.unrolled_max_bases)
     text = "\n".join([
         f"## Strategy crossovers on {backend} (`python -m benchmarks.crossover`)\n",
         f"Machine: {machine_name()}. One Adam step inside a compiled scan of {args.scan_steps} steps, best of "
@@ -145,10 +107,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"\nUnrolled against dense bases at small G (`unrolled_max_bases`), [784, 64, 10], {args.samples} "
         "inputs gathered in batches of 64:\n",
         unrolled,
-        "\nWeight orientation of the dense product (`dense_transposed_max_out`), [784, out] at batch 200:\n",
-        orientation,
         f"\nSuggested for `{backend}`: dense_max_bases_per_window {factor:g} (now {current[0]}), "
-        f"unrolled_max_bases {cap} (now {current[1]}), dense_transposed_max_out {max_out} (now {current[2]}).",
+        f"unrolled_max_bases {cap} (now {current[1]}).",
     ])
     print(text)
     if not args.no_write:

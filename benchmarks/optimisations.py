@@ -6,18 +6,12 @@ the library is mutated. Runs are interleaved (with, without, with, ...) and the 
 
 * ``unrolled`` strategy: one training epoch of the MNIST study ([784, 64, 10], G = 5, batch
   64, Adam, ``--samples`` inputs gathered batch by batch inside the scan, as
-  ``python -m experiments.mnist`` runs it), ``spline_strategy="unrolled"`` against
-  ``"dense"``;
-* ``dense_transposed_max_out``: the same epoch, and one Adam step at G = 100 (dense branch,
-  inside a compiled scan), with the CPU thresholds against
-  ``dense_transposed_max_out=0`` (the 10-output layer's product then reads the weight as
-  ``(in·n, out)``);
-* fused Linen init: ``model.init`` of the [784, 64, 10] KAN at G = 5 and G = 1000 (a first
-  call, caches cleared): the Linen layer (one initialiser per parameter, then the forward
-  pass, dense where the layer unrolls its bases), the same with the unrolled forward
-  (``spline_strategy="unrolled"``) at G = 5, one compiled program per layer computing
-  :func:`kan_jax.layer.init_layer` and :func:`kan_jax.layer.layer_apply` together, and
-  ``jax.jit(model.init)``;
+  ``python -m experiments.mnist`` runs it), ``spline_strategy="auto"`` (unrolled on the CPU)
+  against ``"dense"``;
+* fused init: ``model.init`` of the [784, 64, 10] KAN at G = 5 and G = 1000 (a first call,
+  caches cleared): the Linen layer (one initialiser per parameter, then the forward pass)
+  against one compiled program per layer computing :func:`kan_jax.layer.init_layer` and
+  :func:`kan_jax.layer.layer_apply` together (dense forward), and ``jax.jit(model.init)``;
 * ``threefry``: ``model.init`` at G = 1000 with a ``threefry2x32`` key (draws by
   :func:`kan_jax.threefry.uniform`) against a key of the same generator registered under
   another name, for which :func:`kan_jax.threefry.uniform` hands the draws to
@@ -43,9 +37,9 @@ import numpy as np
 import optax
 
 from benchmarks.mnist_study import machine_name
-from benchmarks.spline_scaling import compiled_adam_scan, first_init_s
+from benchmarks.spline_scaling import first_init_s
 from kan_jax import KAN
-from kan_jax.layer import default_thresholds, init_layer, layer_apply
+from kan_jax.layer import choose_spline_strategy, default_thresholds, init_layer, layer_apply
 from kan_jax.training import init_train_state, train_epoch
 
 WIDTHS = [784, 64, 10]
@@ -75,9 +69,13 @@ def compiled_epoch(x: jax.Array, y: jax.Array, **fields: Any) -> Callable[[], An
 
 
 def fused_init(model: KAN, key: jax.Array, x: jax.Array) -> dict[str, Any]:
-    """The variables of ``model`` by one compiled program per layer (initialisation and forward pass)."""
+    """The variables of ``model`` by one compiled program per layer (initialisation and forward
+    pass, the dense product where the layer would unroll its bases)."""
     config = model.config
-    forward_config = config.replace(spline_strategy="dense") if config.spline_strategy in ("auto", "unrolled") else config
+    strategy = config.spline_strategy
+    if strategy == "auto":
+        strategy = choose_spline_strategy(config.grid_size + config.spline_order, config.spline_order)
+    forward_config = config.replace(spline_strategy="dense" if strategy == "unrolled" else strategy)
     params, grids = {}, {}
     for i, (n_in, n_out) in enumerate(zip(model.layers_hidden[:-1], model.layers_hidden[1:])):
 
@@ -106,10 +104,7 @@ def init_runs(grid_size: int) -> dict[str, Callable[[], float]]:
         f"G={grid_size} fused init": lambda: first_init_s(functools.partial(fused_init, model), key, x),
         f"G={grid_size} jax.jit(model.init)": lambda: first_init_s(jax.jit(model.init), key, x),
     }
-    if grid_size <= 16:
-        unrolled = KAN(WIDTHS, grid_size=grid_size, spline_strategy="unrolled")
-        runs[f"G={grid_size} Linen init, unrolled forward"] = lambda: first_init_s(unrolled.init, key, x)
-    else:
+    if grid_size > 16:
         plain_key = jax.random.key(0, impl=plain)
         runs[f"G={grid_size} Linen init, jax.random draws"] = lambda: first_init_s(model.init, plain_key, x)
     return runs
@@ -119,7 +114,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=60000, help="training inputs of the study epoch")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--scan-steps", type=int, default=8, help="Adam steps per timed scan at G = 100")
     args = parser.parse_args(argv)
     cpu = default_thresholds("cpu")
     rng = np.random.default_rng(0)
@@ -130,13 +124,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     epochs = {
         "G=5 epoch, unrolled (auto)": compiled_epoch(x, y, strategy_thresholds=cpu),
         "G=5 epoch, dense": compiled_epoch(x, y, spline_strategy="dense", strategy_thresholds=cpu),
-        "G=5 epoch, no transposed product": compiled_epoch(x, y, strategy_thresholds=cpu.replace(dense_transposed_max_out=0)),
     }
-    steps = {}
-    for name, rule in (("G=100 step", cpu), ("G=100 step, no transposed product", cpu.replace(dense_transposed_max_out=0))):
-        _, steps[name] = compiled_adam_scan(KAN(WIDTHS, grid_size=100, strategy_thresholds=rule), 64, args.scan_steps)
     timed = interleaved_best(epochs, args.repeats)
-    timed.update({name: t / args.scan_steps for name, t in interleaved_best(steps, args.repeats).items()})
     for g in (5, 1000):
         runs = init_runs(g)
         best = {name: float("inf") for name in runs}
@@ -145,9 +134,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                 best[name] = min(best[name], run())
         timed.update(best)
 
-    def row(what: str, figure: str, kept: str, dropped: str, unit: float = 1.0, fmt: str = "{:.3f} s") -> str:
-        a, b = timed[kept] * unit, timed[dropped] * unit
-        return f"| {what} | {figure} | {fmt.format(a)} | {fmt.format(b)} | {(b - a) / b:+.0%} |"
+    def row(what: str, figure: str, kept: str, dropped: str) -> str:
+        a, b = timed[kept], timed[dropped]
+        return f"| {what} | {figure} | {a:.3f} s | {b:.3f} s | {(b - a) / b:+.0%} |"
 
     lines = [
         f"Machine: {machine_name()}, {os.cpu_count()} cores; load average {load:.1f} at the start, "
@@ -156,11 +145,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         "| optimisation | figure | with | without | gain |",
         "|---|---|---|---|---|",
         row("unrolled strategy", "study epoch, G = 5", "G=5 epoch, unrolled (auto)", "G=5 epoch, dense"),
-        row("dense_transposed_max_out", "study epoch, G = 5", "G=5 epoch, unrolled (auto)", "G=5 epoch, no transposed product"),
-        row("dense_transposed_max_out", "Adam step, G = 100", "G=100 step", "G=100 step, no transposed product", 1e3, "{:.2f} ms"),
         row("fused init (one program per layer)", "model.init, G = 5", "G=5 fused init", "G=5 Linen init"),
         row("fused init (one program per layer)", "model.init, G = 1000", "G=1000 fused init", "G=1000 Linen init"),
-        row("dense forward in init", "model.init, G = 5", "G=5 Linen init", "G=5 Linen init, unrolled forward"),
         row("threefry.uniform", "model.init, G = 1000", "G=1000 Linen init", "G=1000 Linen init, jax.random draws"),
     ]
     lines += ["", "| run | best (s) |", "|---|---|"] + [f"| {name} | {t:.4f} |" for name, t in timed.items()]

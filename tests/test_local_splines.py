@@ -167,17 +167,15 @@ def numpy_spline_branch(params, grid, x, k):
     return np.einsum("bij,ijo->bo", bases, w)
 
 
-@pytest.mark.parametrize("transposed_max_out", [0, 1000])  # both orientations of the dense product
 @pytest.mark.parametrize("out_f", [4, 40])
 @pytest.mark.parametrize("scaler", [True, False])
 @pytest.mark.parametrize("k", [1, 3])
-def test_strategies_agree_with_reference_values_and_gradients(k, scaler, out_f, transposed_max_out):
-    rule = StrategyThresholds(dense_transposed_max_out=transposed_max_out)
+def test_strategies_agree_with_reference_values_and_gradients(k, scaler, out_f):
     params, grid = layer_params(jax.random.key(k), 5, out_f, 7, k, scaler)
     x = jax.random.uniform(jax.random.key(9), (33, 5), jnp.float64, -1.6, 1.6)  # some outside the grid
     want = numpy_spline_branch(params, grid, x, k)
     for strategy in ("unrolled", "dense", "local"):
-        got = np.asarray(layer.spline_branch(params, grid, x, strategy, rule))
+        got = np.asarray(layer.spline_branch(params, grid, x, strategy))
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=strategy)
     # The per-edge outputs: summed over the inputs, the branch; each edge against the oracle.
     edges = np.asarray(layer.edge_outputs(params, grid, x))
@@ -187,7 +185,7 @@ def test_strategies_agree_with_reference_values_and_gradients(k, scaler, out_f, 
     np.testing.assert_allclose(edges, np.einsum("bij,ijo->bio", oracle_bases(np.asarray(x), np.asarray(grid), k), w), atol=1e-12)
 
     def loss(p, v, strategy):
-        return jnp.sum(jnp.sin(layer.spline_branch(p, grid, v, strategy, rule)))
+        return jnp.sum(jnp.sin(layer.spline_branch(p, grid, v, strategy)))
 
     g_dense = jax.grad(loss, argnums=(0, 1))(params, x, "dense")
     g_local = jax.grad(loss, argnums=(0, 1))(params, x, "local")

@@ -134,3 +134,10 @@ def test_static_history_is_cut_or_padded(num_steps):
     assert out.history.value.shape == (4,)
     assert np.all(np.isnan(out.history.value[num_steps:]))
     np.testing.assert_allclose(out.params, x0 * 0.5**num_steps)
+
+
+def test_wrong_keywords_name_what_is_expected():
+    with pytest.raises(TypeError, match="expected num_steps"):
+        loops.lbfgs(_rosenbrock, jnp.zeros(2), steps=3)
+    with pytest.raises(TypeError, match=r"got \['num_steps', 'step_size'\]"):
+        loops.adam(_rosenbrock, jnp.zeros(2), num_steps=3, step_size=0.1)

@@ -92,6 +92,7 @@ def test_epoch_keeps_last_partial_batch_and_metrics_are_exact():
     assert float(ev["val_acc"]) == pytest.approx(correct.mean())
 
 
+@pytest.mark.slow
 def test_short_real_training_reaches_accuracy(small_mnist):
     # 3,000 genuine MNIST training images, 4 epochs of AdamW: >= 80% on 1,000 test images
     # (measured 74%, 82%, 84%, 85% after epochs 1-4; an untrained model scores ~10%).
@@ -106,8 +107,8 @@ def test_short_real_training_reaches_accuracy(small_mnist):
 
 
 def test_vmap_over_seeds_equals_training_each_seed_alone(small_mnist):
-    data = tuple(a[:640] if a.shape[0] == 3000 else a[:256] for a in small_mnist)
-    config = study.StudyConfig(epochs=2, hidden=16)
+    data = tuple(a[:256] if a.shape[0] == 3000 else a[:128] for a in small_mnist)
+    config = study.StudyConfig(epochs=2, hidden=8)
     hp = hyperparameters("dgclip", {})
     together = study.train_algorithm("dgclip", [1, 2, 3], config, hp, data, vmap_seeds=True, progress=False)
     alone = study.train_algorithm("dgclip", [1, 2, 3], config, hp, data, vmap_seeds=False, progress=False)
@@ -186,6 +187,7 @@ def test_sigkill_mid_study_then_rerun_equals_uninterrupted_run(tmp_path, mnist_d
         study.main(_study_argv(mnist_dir, out, "--hidden", "9"))
 
 
+@pytest.mark.slow
 def test_cli_quick_end_to_end_writes_json_and_png(tmp_path, mnist_dir, capsys):
     out = tmp_path / "quick"
     argv = ["--quick", "--data-dir", str(mnist_dir), "--out-dir", str(out), "--algos", "adamw", "dgclip",

@@ -1,14 +1,13 @@
 """Datasets, one module per concept.
 
-==========================  ===============================================================
-:mod:`kan_jax.data.idx`     the IDX file format and ``SHA256SUMS`` checks; :class:`DataError`
-:mod:`kan_jax.data.mnist`   MNIST from IDX files (or tfds): :func:`load_mnist`, :func:`preprocess_mnist`
-:mod:`kan_jax.data.tfds`    the optional tensorflow-datasets path: :func:`prepare_tfds_mnist`
-:mod:`kan_jax.data.toy`     pykan-style toy regression data: :func:`create_dataset`
-==========================  ===============================================================
+* :mod:`kan_jax.data.idx`: the IDX file format and ``SHA256SUMS`` checks; :class:`DataError`;
+* :mod:`kan_jax.data.mnist`: MNIST from IDX files (or tfds): :func:`load_mnist`,
+  :func:`preprocess_mnist`;
+* :mod:`kan_jax.data.tfds`: the optional tensorflow-datasets path: :func:`prepare_tfds_mnist`;
+* :mod:`kan_jax.data.toy`: pykan-style toy regression data: :func:`create_dataset`.
 
-The names below are importable from ``kan_jax.data`` directly. Sources, checks and the
-measurements behind the tfds path: ``docs/data.md``.
+The names below are importable from ``kan_jax.data`` directly. Sources, checks and the tfds
+path: ``docs/data.md``.
 """
 from __future__ import annotations
 

@@ -80,29 +80,21 @@ def read_idx(
     endian. Whether the file is compressed is decided from its first bytes; a name ending in
     ``.gz`` must hold gzip data.
 
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The file.
-    expected_magic : int, optional
-        Required magic number (the first four bytes as a big-endian integer), e.g.
-        ``0x00000803`` for MNIST images and ``0x00000801`` for MNIST labels.
-    expected_shape : sequence of int or None, optional
-        Required dimensions; ``None`` entries match any size.
+    Args:
+        path: The file.
+        expected_magic: Required magic number (the first four bytes as a big-endian integer),
+            e.g. ``0x00000803`` for MNIST images and ``0x00000801`` for MNIST labels.
+        expected_shape: Required dimensions; ``None`` entries match any size.
 
-    Returns
-    -------
-    np.ndarray
+    Returns:
         A writable array in native byte order with the file's dtype (``uint8`` for MNIST) and
         dimensions.
 
-    Raises
-    ------
-    DataError
-        If the file is missing, not gzip although named ``.gz``, a truncated or corrupt gzip
-        stream, not an IDX file, of another magic number or shape than expected, or if the
-        payload is shorter or longer than the dimensions say. The message names the file
-        and gives what was expected and what was found.
+    Raises:
+        DataError: if the file is missing, not gzip although named ``.gz``, a truncated or
+            corrupt gzip stream, not an IDX file, of another magic number or shape than
+            expected, or if the payload is shorter or longer than the dimensions say. The
+            message names the file and gives what was expected and what was found.
     """
     path = Path(path)
     data = _read_bytes(path)
@@ -179,26 +171,18 @@ def verify_checksums(
 ) -> list[str]:
     """Check files against a ``sha256sum``-style list in their directory.
 
-    Parameters
-    ----------
-    directory : str or os.PathLike
-        Directory holding the files and, optionally, the list ``sums_file``.
-    filenames : sequence of str, optional
-        Files to check; default: every file the list names. Files the list does not name are
-        skipped.
-    sums_file : str
-        Name of the list (lines ``<sha256 hex>  <file name>``).
+    Args:
+        directory: Directory holding the files and, optionally, the list ``sums_file``.
+        filenames: Files to check; default: every file the list names. Files the list does not
+            name are skipped.
+        sums_file: Name of the list (lines ``<sha256 hex>  <file name>``).
 
-    Returns
-    -------
-    list of str
+    Returns:
         The names of the files verified; empty if there is no list.
 
-    Raises
-    ------
-    DataError
-        If a digest differs (the message names the file and both digests), a listed file to
-        check is missing, or the list is malformed.
+    Raises:
+        DataError: if a digest differs (the message names the file and both digests), a listed
+            file to check is missing, or the list is malformed.
     """
     directory = Path(directory)
     sums_path = directory / sums_file

@@ -52,16 +52,11 @@ _LABEL_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 class MNIST(NamedTuple):
     """The MNIST split as NumPy arrays.
 
-    Attributes
-    ----------
-    x_train : np.ndarray
-        ``(60000, 28, 28)`` ``uint8`` images, pixel values 0..255 (0 = background).
-    y_train : np.ndarray
-        ``(60000,)`` ``int32`` labels 0..9.
-    x_test : np.ndarray
-        ``(10000, 28, 28)`` ``uint8`` images.
-    y_test : np.ndarray
-        ``(10000,)`` ``int32`` labels 0..9.
+    Attributes:
+        x_train: ``(60000, 28, 28)`` ``uint8`` images, pixel values 0..255 (0 = background).
+        y_train: ``(60000,)`` ``int32`` labels 0..9.
+        x_test: ``(10000, 28, 28)`` ``uint8`` images.
+        y_test: ``(10000,)`` ``int32`` labels 0..9.
     """
 
     x_train: np.ndarray
@@ -137,44 +132,33 @@ def load_mnist(
 ) -> MNIST:
     """Load MNIST as NumPy arrays, from IDX files or tensorflow-datasets.
 
-    Parameters
-    ----------
-    data_dir : str or os.PathLike, optional
-        Directory with the four official IDX files. If None, the environment variable
-        ``KAN_JAX_MNIST_DIR`` is used when set. A directory given either way must hold the
-        data (no fallback).
-    source : {"auto", "idx", "tfds"}
-        ``"idx"``: only the IDX directory (``data_dir`` or the environment variable);
-        ``"tfds"``: only tensorflow-datasets; ``"auto"``: the IDX directory if one is given,
-        else tensorflow-datasets.
-    tfds_data_dir : str or os.PathLike, optional
-        tfds data directory; default tfds's (``TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
-    download : bool
-        Whether tfds may download and prepare ``mnist`` when it is not prepared yet.
-    verify : bool
-        Check the IDX files against ``SHA256SUMS`` in ``data_dir`` when that file exists.
-    download_url : str
-        Where to download the four files from (tfds's location by default).
-    timeout : float
-        Seconds allowed to reach the download host before giving up.
+    Args:
+        data_dir: Directory with the four official IDX files. If None, the environment variable
+            ``KAN_JAX_MNIST_DIR`` is used when set. A directory given either way must hold the
+            data (no fallback).
+        source: ``"idx"``: only the IDX directory (``data_dir`` or the environment variable);
+            ``"tfds"``: only tensorflow-datasets; ``"auto"``: the IDX directory if one is given,
+            else tensorflow-datasets.
+        tfds_data_dir: tfds data directory; default tfds's (``TFDS_DATA_DIR`` or
+            ``~/tensorflow_datasets``).
+        download: Whether tfds may download and prepare ``mnist`` when it is not prepared yet.
+        verify: Check the IDX files against ``SHA256SUMS`` in ``data_dir`` when that file
+            exists.
+        download_url: Where to download the four files from (tfds's location by default).
+        timeout: Seconds allowed to reach the download host before giving up.
 
-    Returns
-    -------
-    MNIST
-        ``x_train (60000, 28, 28) uint8``, ``y_train (60000,) int32``,
+    Returns:
+        An :class:`MNIST`: ``x_train (60000, 28, 28) uint8``, ``y_train (60000,) int32``,
         ``x_test (10000, 28, 28) uint8``, ``y_test (10000,) int32``. From IDX files the order is
         the files'; from tfds it is tfds's (deterministic, shuffled) order.
 
-    Raises
-    ------
-    DataError
-        If the data cannot be found or read; the message names the file at fault, or says how
-        to provide the data, and the original error is chained.
+    Raises:
+        DataError: if the data cannot be found or read; the message names the file at fault, or
+            says how to provide the data, and the original error is chained.
 
-    Examples
-    --------
-    >>> mnist = load_mnist("../shared/data/mnist")  # doctest: +SKIP
-    >>> x = preprocess_mnist(mnist.x_train)  # (60000, 784) float32 in [-1, 1]  # doctest: +SKIP
+    Example:
+        >>> mnist = load_mnist("../shared/data/mnist")  # doctest: +SKIP
+        >>> x = preprocess_mnist(mnist.x_train)  # (60000, 784) float32 in [-1, 1]  # doctest: +SKIP
     """
     if source not in ("auto", "idx", "tfds"):
         raise ValueError(f"source must be 'auto', 'idx' or 'tfds', got {source!r}")
@@ -208,15 +192,11 @@ def preprocess_mnist(x: np.ndarray) -> np.ndarray:
     Computes ``(x / 255 - 0.5) / 0.5`` (``ToTensor`` then ``Normalize(0.5, 0.5)`` in
     torchvision terms) in float32.
 
-    Parameters
-    ----------
-    x : np.ndarray
-        Images with values in 0..255, shape ``(N, 28, 28)`` (or ``(N, 784)``, or any
-        ``(N, ...)``).
+    Args:
+        x: Images with values in 0..255, shape ``(N, 28, 28)`` (or ``(N, 784)``, or any
+            ``(N, ...)``).
 
-    Returns
-    -------
-    np.ndarray
+    Returns:
         ``(N, prod(rest))`` float32 array; 0 maps to -1 and 255 to 1.
     """
     x = np.asarray(x)

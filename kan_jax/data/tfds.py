@@ -109,32 +109,26 @@ def prepare_tfds_mnist(
     The result has what tfds's own builder writes: the same name ``mnist``, version 3.0.1,
     features and splits, and the same example keys (the index in the file, from which tfds
     derives the stored order). It is read by ``tfds.data_source("mnist", data_dir=data_dir)``
-    and by :func:`load_mnist` with ``source="tfds"``. See ``docs/data.md`` for why tfds's builder itself cannot do this without TensorFlow.
+    and by :func:`load_mnist` with ``source="tfds"``. See ``docs/data.md`` for why tfds's
+    builder itself cannot do this without TensorFlow.
 
-    Parameters
-    ----------
-    idx_dir : str or os.PathLike, optional
-        Directory with the four official IDX files: works offline. They are checked against
-        ``SHA256SUMS`` there if present, and parsed by :func:`read_idx`. If None, the files
-        are downloaded from ``base_url`` with tfds's download manager (cached in
-        ``download_dir``) and checked against the official SHA-256 digests.
-    data_dir : str or os.PathLike, optional
-        tfds data directory; default: tfds's (``TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
-    download_dir : str or os.PathLike, optional
-        Where tfds keeps downloads; default ``<data_dir>/downloads``.
-    base_url : str
-        Where to download from when ``idx_dir`` is None.
+    Args:
+        idx_dir: Directory with the four official IDX files: works offline. They are checked
+            against ``SHA256SUMS`` there if present, and parsed by :func:`read_idx`. If None,
+            the files are downloaded from ``base_url`` with tfds's download manager (cached in
+            ``download_dir``) and checked against the official SHA-256 digests.
+        data_dir: tfds data directory; default: tfds's (``TFDS_DATA_DIR`` or
+            ``~/tensorflow_datasets``).
+        download_dir: Where tfds keeps downloads; default ``<data_dir>/downloads``.
+        base_url: Where to download from when ``idx_dir`` is None.
 
-    Returns
-    -------
-    pathlib.Path
+    Returns:
         The prepared dataset directory (``<data_dir>/mnist/3.0.1``). If it already holds a
         prepared copy, nothing is rebuilt.
 
-    Raises
-    ------
-    DataError
-        If tfds cannot be imported, a file is missing or corrupt, or the download fails.
+    Raises:
+        DataError: if tfds cannot be imported, a file is missing or corrupt, or the download
+            fails.
     """
     tfds = _import_tfds()
     cls = _tf_free_mnist_builder_class(tfds)

@@ -26,40 +26,32 @@ def create_dataset(
 ) -> dict[str, np.ndarray]:
     """Sample a regression dataset ``y = f(x)`` with ``x`` uniform on a box (as pykan's).
 
-    Parameters
-    ----------
-    f : callable
-        Maps inputs of shape ``(N, n_var)`` (a float32 NumPy array; NumPy or ``jax.numpy``
-        code both work) to labels of shape ``(N, n_out)`` or ``(N,)`` (taken as
-        ``n_out = 1``), e.g. ``lambda x: jnp.exp(jnp.sin(jnp.pi * x[:, [0]]) + x[:, [1]] ** 2)``.
-    n_var : int
-        Number of input variables.
-    ranges : pair of float, or sequence of ``n_var`` pairs
-        ``(lo, hi)`` for every variable, or one pair per variable.
-    train_num, test_num : int
-        Number of training and test points.
-    seed : int
-        Seed of the NumPy generator: the same seed gives the same data. Training inputs are
-        drawn before test inputs.
-    normalize_input, normalize_label : bool
-        Standardize inputs / labels per column with the *training* mean and standard
-        deviation (applied to both sets, as pykan does); the statistics are returned too.
+    Args:
+        f: Maps inputs of shape ``(N, n_var)`` (a float32 NumPy array; NumPy or ``jax.numpy``
+            code both work) to labels of shape ``(N, n_out)`` or ``(N,)`` (taken as
+            ``n_out = 1``), e.g. ``lambda x: jnp.exp(jnp.sin(jnp.pi * x[:, [0]]) + x[:, [1]] ** 2)``.
+        n_var: Number of input variables.
+        ranges: ``(lo, hi)`` for every variable, or one pair per variable.
+        train_num: Number of training points.
+        test_num: Number of test points.
+        seed: Seed of the NumPy generator: the same seed gives the same data. Training inputs
+            are drawn before test inputs.
+        normalize_input: Standardize the inputs per column with the *training* mean and
+            standard deviation (applied to both sets, as pykan does); the statistics are
+            returned too.
+        normalize_label: The same for the labels.
 
-    Returns
-    -------
-    dict
+    Returns:
         ``train_input (train_num, n_var)``, ``train_label (train_num, n_out)``,
         ``test_input (test_num, n_var)``, ``test_label (test_num, n_out)``, float32 NumPy
         arrays; plus ``input_mean``/``input_std`` (``(1, n_var)``) and/or
         ``label_mean``/``label_std`` (``(1, n_out)``) when normalizing.
 
-    Raises
-    ------
-    ValueError
-        For a non-positive ``n_var``/``train_num``/``test_num``, malformed or empty ranges,
-        labels of the wrong shape, non-finite labels, or a constant column to normalize.
-    TypeError
-        If ``f`` is not callable.
+    Raises:
+        ValueError: for a non-positive ``n_var``/``train_num``/``test_num``, malformed or empty
+            ranges, labels of the wrong shape, non-finite labels, or a constant column to
+            normalize.
+        TypeError: if ``f`` is not callable.
     """
     if not callable(f):
         raise TypeError(f"f must be callable, got {type(f).__name__}")

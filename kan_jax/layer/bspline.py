@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from kan_jax import splines
-from kan_jax.layer.config import SPLINE_STRATEGIES, StrategyThresholds, choose_spline_strategy, default_thresholds
+from kan_jax.layer.config import SPLINE_STRATEGIES, StrategyThresholds, choose_spline_strategy
 
 __all__ = ["layer_spline_order", "scaled_spline_weight", "spline_branch", "edge_outputs", "refit_spline_weight"]
 
@@ -155,18 +155,17 @@ def spline_branch(
       x: Inputs, ``(B, in)``, in the computation dtype.
       strategy: ``"unrolled"``, ``"dense"``, ``"local"`` or ``"auto"``; all give the same values
         and gradients up to rounding.
-      thresholds: Cost rule of ``"auto"`` and of the dense product's orientation (default: the
-        backend's :func:`kan_jax.layer.config.default_thresholds`).
+      thresholds: Cost rule of ``"auto"`` (default: the backend's
+        :func:`kan_jax.layer.config.default_thresholds`).
 
     Returns:
       The branch's outputs, ``(B, out)``.
     """
     k = layer_spline_order(params, grid)
-    rule = default_thresholds() if thresholds is None else thresholds
     w = params["spline_weight"].astype(x.dtype)
     _, n, out_features = w.shape
     if strategy == "auto":
-        strategy = choose_spline_strategy(n, k, thresholds=rule)
+        strategy = choose_spline_strategy(n, k, thresholds=thresholds)
     if strategy == "local":
         return jnp.sum(_local_edges(params, grid, x, k), axis=1)
     if strategy == "dense":
@@ -176,10 +175,6 @@ def spline_branch(
     else:
         raise ValueError(f"strategy must be one of {SPLINE_STRATEGIES}, got {strategy!r}")
     w_scaled = scaled_spline_weight({**params, "spline_weight": w}).astype(x.dtype)
-    if out_features < rule.dense_transposed_max_out:
-        # Narrow layers: the product against the weight turned to (out, in · n).
-        w_t = jnp.transpose(w_scaled, (2, 0, 1)).reshape(out_features, -1)
-        return lax.dot_general(bases, w_t, (((1,), (1,)), ((), ())))
     return jnp.dot(bases, w_scaled.reshape(-1, out_features))  # (B, in · n) @ (in · n, out)
 
 

@@ -55,14 +55,10 @@ class StrategyThresholds:
         input for which the dense product is used.
       unrolled_max_bases: Largest ``n`` for which the bases come from
         :func:`kan_jax.splines.unrolled_bases` (``0``: never).
-      dense_transposed_max_out: Layers with fewer outputs than this multiply the dense bases by
-        the spline weight turned to ``(out, in·n)`` rather than read as ``(in·n, out)``
-        (``0``: never).
     """
 
     dense_max_bases_per_window: float = 42.0
     unrolled_max_bases: int = 16
-    dense_transposed_max_out: int = 32
 
     def replace(self, **changes: Any) -> "StrategyThresholds":
         """A copy with ``changes`` applied."""
@@ -73,9 +69,9 @@ class StrategyThresholds:
 #: are not measured yet). Other backends use the CPU entry.
 DEFAULT_STRATEGY_THRESHOLDS: Mapping[str, StrategyThresholds] = types.MappingProxyType(
     {
-        "cpu": StrategyThresholds(dense_max_bases_per_window=42.0, unrolled_max_bases=16, dense_transposed_max_out=32),
-        "gpu": StrategyThresholds(dense_max_bases_per_window=16.0, unrolled_max_bases=0, dense_transposed_max_out=0),
-        "tpu": StrategyThresholds(dense_max_bases_per_window=16.0, unrolled_max_bases=0, dense_transposed_max_out=0),
+        "cpu": StrategyThresholds(dense_max_bases_per_window=42.0, unrolled_max_bases=16),
+        "gpu": StrategyThresholds(dense_max_bases_per_window=16.0, unrolled_max_bases=0),
+        "tpu": StrategyThresholds(dense_max_bases_per_window=16.0, unrolled_max_bases=0),
     }
 )
 
@@ -136,8 +132,8 @@ class KANLayerConfig:
       grid_range: ``(lo, hi)`` of the initial grid, ``hi > lo``.
       spline_strategy: ``"auto"`` (by :func:`choose_spline_strategy`), ``"unrolled"`` (small
         grids only), ``"dense"`` or ``"local"``.
-      strategy_thresholds: Cost rule of ``"auto"`` and of the dense product's orientation
-        (``None``: the backend's :func:`default_thresholds`).
+      strategy_thresholds: Cost rule of ``"auto"`` (``None``: the backend's
+        :func:`default_thresholds`).
       dtype: Computation dtype (``None``: promotion of the input and parameter dtypes).
       param_dtype: Dtype of the parameters and the grid.
 

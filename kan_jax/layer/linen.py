@@ -34,7 +34,7 @@ from kan_jax import splines
 from kan_jax.layer import init
 from kan_jax.layer.apply import layer_apply, layer_regularization_loss
 from kan_jax.layer.bspline import layer_spline_order
-from kan_jax.layer.config import KANLayerConfig, StrategyThresholds, choose_spline_strategy
+from kan_jax.layer.config import KANLayerConfig, StrategyThresholds
 from kan_jax.layer.efficient_kan import from_efficient_kan
 from kan_jax.layer.grid import layer_update_grid
 
@@ -63,15 +63,6 @@ def _grid_update_mode(grid_size: Optional[int], margin: float) -> Iterator[None]
 def _check_width(name: str, value: Any) -> None:
     if isinstance(value, bool) or int(value) != value or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-
-
-def _init_forward(config: KANLayerConfig, n_bases: int) -> KANLayerConfig:
-    # init's forward pass takes the dense product where the layer would unroll its bases: the
-    # same values to rounding, a program that compiles faster (benchmarks/optimisations.py).
-    strategy = config.spline_strategy
-    if strategy == "auto":
-        strategy = choose_spline_strategy(n_bases, config.spline_order, thresholds=config.strategy_thresholds)
-    return config.replace(spline_strategy="dense") if strategy == "unrolled" else config
 
 
 class KANLayerFields(nn.Module):
@@ -191,7 +182,7 @@ class KANLinear(KANLayerFields):
                 init.efficient_kan_slope(self.scale_spline), in_axis=0))
         if _GRID_UPDATE.get() is not None and not initializing:
             params = self._update_grid(params, grid, x)
-        return layer_apply(params, grid.value, x, _init_forward(self.config, n) if initializing else self.config)
+        return layer_apply(params, grid.value, x, self.config)
 
     def _param(self, name: str, key: Optional[Array], shape: tuple[int, ...], init_fn: init.Initializer) -> Array:
         # self.param drawing from `key`, this layer's split of its one key (init.layer_keys), so

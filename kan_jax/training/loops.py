@@ -246,31 +246,20 @@ def minimize(
 
 
 def lbfgs(
-    fun: Callable[..., jax.Array],
-    params: Any,
-    *args: Any,
-    num_steps: int | jax.Array,
-    memory_size: int = 10,
-    opt_state: Any = None,
-    history_size: int = 0,
-    monitor: Optional[Callable[..., Any]] = None,
-    skip_nonfinite: bool = False,
+    fun: Callable[..., jax.Array], params: Any, *args: Any, memory_size: int = 10, **options: Any
 ) -> LoopResult:
-    r"""``num_steps`` iterations of L-BFGS (:func:`optax.lbfgs`, zoom line search) on ``fun``.
+    r"""Iterations of L-BFGS (:func:`optax.lbfgs`, zoom line search) on ``fun``.
 
     Args:
         fun: the objective, ``fun(params, *args) -> scalar`` (static).
         params: the initial parameters.
         *args: further arguments of ``fun`` (traced).
-        num_steps: the number of iterations (an array: traced; an ``int``: static).
         memory_size: the number of curvature pairs kept.
-        opt_state: the state to continue from (``None``: a fresh memory).
-        history_size: rows of the per-step :class:`StepRecord` buffer (0: no history).
-        monitor: ``monitor(params, *args) -> pytree`` recorded after every step.
-        skip_nonfinite: drop a step whose update has a non-finite entry.
+        **options: ``num_steps`` (required), ``opt_state``, ``history_size``, ``monitor``,
+            ``skip_nonfinite``, as in :func:`minimize`.
 
     Returns:
-        A :class:`LoopResult` (see :func:`minimize`).
+        A :class:`LoopResult`.
 
     Example:
         >>> import jax.numpy as jnp
@@ -281,36 +270,32 @@ def lbfgs(
         >>> [round(float(v), 3) for v in out.params]
         [1.0, 1.0]
     """
-    return _lbfgs_jit(fun, params, *args, memory_size=memory_size, num_steps=num_steps, opt_state=opt_state,
-                      history_size=history_size, monitor=monitor, skip_nonfinite=skip_nonfinite)
+    return _lbfgs_jit(fun, params, *args, memory_size=memory_size, **_with_defaults(options))
 
 
 def adam(
-    fun: Callable[..., jax.Array],
-    params: Any,
-    *args: Any,
-    num_steps: int | jax.Array,
-    learning_rate: float | jax.Array = 1e-3,
-    opt_state: Any = None,
-    history_size: int = 0,
-    monitor: Optional[Callable[..., Any]] = None,
-    skip_nonfinite: bool = False,
+    fun: Callable[..., jax.Array], params: Any, *args: Any, learning_rate: float | jax.Array = 1e-3, **options: Any
 ) -> LoopResult:
-    r"""``num_steps`` full-batch Adam steps (:func:`optax.adam`) on ``fun``.
+    r"""Full-batch Adam steps (:func:`optax.adam`) on ``fun``.
 
     Args:
         fun: the objective, ``fun(params, *args) -> scalar`` (static).
         params: the initial parameters.
         *args: further arguments of ``fun`` (traced).
-        num_steps: the number of steps (an array: traced; an ``int``: static).
         learning_rate: Adam's step size (traced: a new rate does not recompile).
-        opt_state: the state to continue from (``None``: fresh moments).
-        history_size: rows of the per-step :class:`StepRecord` buffer (0: no history).
-        monitor: ``monitor(params, *args) -> pytree`` recorded after every step.
-        skip_nonfinite: drop a step whose update has a non-finite entry.
+        **options: ``num_steps`` (required), ``opt_state``, ``history_size``, ``monitor``,
+            ``skip_nonfinite``, as in :func:`minimize`.
 
     Returns:
-        A :class:`LoopResult` (see :func:`minimize`).
+        A :class:`LoopResult`.
     """
-    return _adam_jit(fun, params, *args, learning_rate=learning_rate, num_steps=num_steps, opt_state=opt_state,
-                     history_size=history_size, monitor=monitor, skip_nonfinite=skip_nonfinite)
+    return _adam_jit(fun, params, *args, learning_rate=learning_rate, **_with_defaults(options))
+
+
+def _with_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against :func:`minimize`'s keywords, with its defaults filled in."""
+    defaults = {"opt_state": None, "history_size": 0, "monitor": None, "skip_nonfinite": False}
+    unknown = sorted(set(options) - set(defaults) - {"num_steps"})
+    if unknown or "num_steps" not in options:
+        raise TypeError(f"expected num_steps and some of {sorted(defaults)}; got {sorted(options)}")
+    return {**defaults, **options}
