@@ -11,7 +11,10 @@ the library is mutated. Runs are interleaved (with, without, with, ...) and the 
 * fused init: ``model.init`` of the [784, 64, 10] KAN at G = 5 and G = 1000 (a first call,
   caches cleared): the Linen layer (one initialiser per parameter, then the forward pass)
   against one compiled program per layer computing :func:`kan_jax.layer.init_layer` and
-  :func:`kan_jax.layer.layer_apply` together (dense forward), and ``jax.jit(model.init)``;
+  :func:`kan_jax.layer.layer_apply` together, and ``jax.jit(model.init)`` (which drops the
+  unused forward pass);
+* dense forward in init: ``model.init`` at G = 5, where ``"auto"`` picks the unrolled bases and
+  init's forward pass takes the dense product instead, against ``spline_strategy="unrolled"``;
 * ``threefry``: ``model.init`` at G = 1000 with a ``threefry2x32`` key (draws by
   :func:`kan_jax.threefry.uniform`) against a key of the same generator registered under
   another name, for which :func:`kan_jax.threefry.uniform` hands the draws to
@@ -104,7 +107,10 @@ def init_runs(grid_size: int) -> dict[str, Callable[[], float]]:
         f"G={grid_size} fused init": lambda: first_init_s(functools.partial(fused_init, model), key, x),
         f"G={grid_size} jax.jit(model.init)": lambda: first_init_s(jax.jit(model.init), key, x),
     }
-    if grid_size > 16:
+    if grid_size <= 16:
+        unrolled = KAN(WIDTHS, grid_size=grid_size, spline_strategy="unrolled")
+        runs[f"G={grid_size} Linen init, unrolled forward"] = lambda: first_init_s(unrolled.init, key, x)
+    else:
         plain_key = jax.random.key(0, impl=plain)
         runs[f"G={grid_size} Linen init, jax.random draws"] = lambda: first_init_s(model.init, plain_key, x)
     return runs
@@ -114,6 +120,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=60000, help="training inputs of the study epoch")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-epoch", action="store_true", help="only the model.init rows")
     args = parser.parse_args(argv)
     cpu = default_thresholds("cpu")
     rng = np.random.default_rng(0)
@@ -121,11 +128,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     y = jnp.asarray(rng.integers(0, 10, args.samples).astype(np.int32))
     load = os.getloadavg()[0]
 
-    epochs = {
-        "G=5 epoch, unrolled (auto)": compiled_epoch(x, y, strategy_thresholds=cpu),
-        "G=5 epoch, dense": compiled_epoch(x, y, spline_strategy="dense", strategy_thresholds=cpu),
-    }
-    timed = interleaved_best(epochs, args.repeats)
+    timed: dict[str, float] = {}
+    if not args.skip_epoch:
+        epochs = {
+            "G=5 epoch, unrolled (auto)": compiled_epoch(x, y, strategy_thresholds=cpu),
+            "G=5 epoch, dense": compiled_epoch(x, y, spline_strategy="dense", strategy_thresholds=cpu),
+        }
+        timed.update(interleaved_best(epochs, args.repeats))
     for g in (5, 1000):
         runs = init_runs(g)
         best = {name: float("inf") for name in runs}
@@ -135,6 +144,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         timed.update(best)
 
     def row(what: str, figure: str, kept: str, dropped: str) -> str:
+        if kept not in timed:
+            return f"| {what} | {figure} | — | — | — |"
         a, b = timed[kept], timed[dropped]
         return f"| {what} | {figure} | {a:.3f} s | {b:.3f} s | {(b - a) / b:+.0%} |"
 
@@ -147,6 +158,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         row("unrolled strategy", "study epoch, G = 5", "G=5 epoch, unrolled (auto)", "G=5 epoch, dense"),
         row("fused init (one program per layer)", "model.init, G = 5", "G=5 fused init", "G=5 Linen init"),
         row("fused init (one program per layer)", "model.init, G = 1000", "G=1000 fused init", "G=1000 Linen init"),
+        row("dense forward in init", "model.init, G = 5", "G=5 Linen init", "G=5 Linen init, unrolled forward"),
         row("threefry.uniform", "model.init, G = 1000", "G=1000 Linen init", "G=1000 Linen init, jax.random draws"),
     ]
     lines += ["", "| run | best (s) |", "|---|---|"] + [f"| {name} | {t:.4f} |" for name, t in timed.items()]

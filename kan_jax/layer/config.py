@@ -57,6 +57,7 @@ class StrategyThresholds:
         :func:`kan_jax.splines.unrolled_bases` (``0``: never).
     """
 
+    # The CPU rule, set by `python -m benchmarks.crossover`.
     dense_max_bases_per_window: float = 42.0
     unrolled_max_bases: int = 16
 
@@ -65,11 +66,12 @@ class StrategyThresholds:
         return dataclasses.replace(self, **changes)
 
 
-#: Per-backend thresholds, set by ``python -m benchmarks.crossover`` (the CPU entry; GPU and TPU
-#: are not measured yet). Other backends use the CPU entry.
+#: Per-backend thresholds, set by ``python -m benchmarks.crossover`` run on each backend (the GPU
+#: and TPU entries are estimates until it is: gathers are cheap there). Other backends use the
+#: CPU entry.
 DEFAULT_STRATEGY_THRESHOLDS: Mapping[str, StrategyThresholds] = types.MappingProxyType(
     {
-        "cpu": StrategyThresholds(dense_max_bases_per_window=42.0, unrolled_max_bases=16),
+        "cpu": StrategyThresholds(),
         "gpu": StrategyThresholds(dense_max_bases_per_window=16.0, unrolled_max_bases=0),
         "tpu": StrategyThresholds(dense_max_bases_per_window=16.0, unrolled_max_bases=0),
     }

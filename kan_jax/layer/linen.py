@@ -34,7 +34,7 @@ from kan_jax import splines
 from kan_jax.layer import init
 from kan_jax.layer.apply import layer_apply, layer_regularization_loss
 from kan_jax.layer.bspline import layer_spline_order
-from kan_jax.layer.config import KANLayerConfig, StrategyThresholds
+from kan_jax.layer.config import KANLayerConfig, StrategyThresholds, choose_spline_strategy
 from kan_jax.layer.efficient_kan import from_efficient_kan
 from kan_jax.layer.grid import layer_update_grid
 
@@ -65,6 +65,15 @@ def _check_width(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
 
 
+def _init_forward(config: KANLayerConfig, n_bases: int) -> KANLayerConfig:
+    # init's forward pass takes the dense product where "auto" would unroll the bases: the same
+    # values to rounding, a program that compiles faster (benchmarks/optimisations.py).
+    auto = config.spline_strategy == "auto"
+    if auto and choose_spline_strategy(n_bases, config.spline_order, thresholds=config.strategy_thresholds) == "unrolled":
+        return config.replace(spline_strategy="dense")
+    return config
+
+
 class KANLayerFields(nn.Module):
     """The fields of :class:`kan_jax.layer.KANLayerConfig` as keyword-only Linen module fields.
 
@@ -93,7 +102,7 @@ class KANLayerFields(nn.Module):
         return KANLayerConfig(**{name: getattr(self, name) for name in KANLayerConfig.field_names()})
 
     def __post_init__(self) -> None:
-        self.config  # validates every configuration field  # noqa: B018
+        _ = self.config  # validates every configuration field
         super().__post_init__()
 
     @nn.nowrap
@@ -170,21 +179,21 @@ class KANLinear(KANLayerFields):
         if not initializing:
             self._check_variables(grid.value, x)  # before self.param compares shapes
         keys = init.layer_keys(self.make_rng("params")) if initializing else (None, None, None)
-        spline_scale = 1.0 if self.enable_standalone_scale_spline else self.scale_spline
+        base_init = init.kaiming_uniform(init.efficient_kan_slope(self.scale_base))
+        scale = 1.0 if self.enable_standalone_scale_spline else self.scale_spline
+        spline_init = init.spline_noise(k, self.grid_range, self.scale_noise, scale)
         params = {
-            "base_weight": self._param("base_weight", keys[0], (out, in_features), init.kaiming_uniform(
-                init.efficient_kan_slope(self.scale_base))),
-            "spline_weight": self._param("spline_weight", keys[1], (in_features, n, out), init.spline_noise(
-                k, self.grid_range, self.scale_noise, spline_scale)),
+            "base_weight": self._param("base_weight", base_init, (out, in_features), keys[0]),
+            "spline_weight": self._param("spline_weight", spline_init, (in_features, n, out), keys[1]),
         }
         if self.enable_standalone_scale_spline:
-            params["spline_scaler"] = self._param("spline_scaler", keys[2], (in_features, out), init.kaiming_uniform(
-                init.efficient_kan_slope(self.scale_spline), in_axis=0))
+            scaler_init = init.kaiming_uniform(init.efficient_kan_slope(self.scale_spline), in_axis=0)
+            params["spline_scaler"] = self._param("spline_scaler", scaler_init, (in_features, out), keys[2])
         if _GRID_UPDATE.get() is not None and not initializing:
             params = self._update_grid(params, grid, x)
-        return layer_apply(params, grid.value, x, self.config)
+        return layer_apply(params, grid.value, x, _init_forward(self.config, n) if initializing else self.config)
 
-    def _param(self, name: str, key: Optional[Array], shape: tuple[int, ...], init_fn: init.Initializer) -> Array:
+    def _param(self, name: str, init_fn: init.Initializer, shape: tuple[int, ...], key: Optional[Array]) -> Array:
         # self.param drawing from `key`, this layer's split of its one key (init.layer_keys), so
         # that the values are those of init.init_layer; Flax's own key serves the shape check.
         return self.param(name, lambda rng, *args: init_fn(rng if key is None else key, *args), shape, self.param_dtype)
