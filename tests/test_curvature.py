@@ -287,3 +287,14 @@ def test_an_algorithm_is_applied_to_traced_operator_arguments():
     res = run(matmul, jnp.ones(10), 2 * a)
     assert TRACES["n"] == before
     np.testing.assert_allclose(float(res.alphas[0]), 11.0, rtol=1e-12)  # q0^T (2a) q0 with q0 = ones / sqrt(10)
+
+
+@pytest.mark.parametrize("module", ["operators", "krylov", "analysis", "landscape"])
+def test_docstring_examples(module):
+    """The examples in the docstrings run and print what they say (float32, as without x64)."""
+    import doctest
+    import importlib
+
+    with jax.enable_x64(False):
+        result = doctest.testmod(importlib.import_module(f"kan_jax.curvature.{module}"), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
