@@ -155,7 +155,7 @@ def train_kan(k: KANSetup) -> tuple[Any, dict[str, Any]]:
     thetaN, history = run.params, run.history
     save_params(k.out_dir / "thetaN.msgpack", thetaN)
     reg = jax.jit(regularization_loss)
-    grad_norm = jax.jit(lambda p, b: optax.global_norm(jax.grad(k.loss)(p, b)))
+    grad_norm = jax.jit(lambda p, b: optax.tree.norm(jax.grad(k.loss)(p, b)))
     loss_jit, train_batch, test_batch = k.loss_jit, k.train_batch, k.test_batch
     training = {
         "optimizer": "optax.lbfgs (memory 10, zoom line search), full batch",

@@ -104,7 +104,7 @@ def run_mlp_part(cfg: MLPConfig, mnist: Any, out_dir: Path, log: Callable[[str],
     batch = (x_train[: cfg.batch], y_train[: cfg.batch])
     batches = jax.tree.map(lambda a: a[None], batch)
     batch_loss, batch_acc = evaluate(params, *batch)
-    grad_norm = optax.global_norm(jax.jit(jax.grad(loss))(params, batch))
+    grad_norm = optax.tree.norm(jax.jit(jax.grad(loss))(params, batch))
     kw = dict(batches=batches)
     top = timer("mlp_top1", lambda: cv.top_eigenpairs(loss, params, 1, num_steps=cfg.lanczos_steps, **kw))
     trace = timer("mlp_trace", lambda: cv.hessian_trace(loss, params, max_probes=cfg.trace_probes, **kw))
@@ -136,7 +136,7 @@ def run_mlp_part(cfg: MLPConfig, mnist: Any, out_dir: Path, log: Callable[[str],
             "eigenvalue": num(lam),
             "residual_norm": num(aug.residual_norm),
             "scalar": num(aug.scalar),
-            "vector_norm": num(optax.global_norm(aug.vector)),
+            "vector_norm": num(optax.tree.norm(aug.vector)),
             "lanczos_steps": cfg.lanczos_steps,
             "below_minus_delta": bool(lam <= -cfg.delta + 1e-6 * max(1.0, abs(cfg.delta))),
         },
