@@ -101,8 +101,13 @@ def exact_spectrum(
     """All Hessian eigenvalues (ascending) by ``eigh`` of the dense, symmetrised Hessian.
 
     Args:
-        loss_fn, params, batches, weights, max_params, precision: As in :func:`hessian_matrix`.
+        loss_fn: ``loss_fn(params)``, or ``loss_fn(params, batch)`` with ``batches``.
+        params: The point.
+        batches: Stacked batches, or ``None``.
+        weights: Per-batch weights (default equal).
         eigenvectors: Also return the eigenvectors (params-shaped, leading axis ``n``).
+        max_params: Refuse larger models (``None``: no limit).
+        precision: Matmul precision of the analysis (``None``: JAX's default).
 
     Returns:
         The ``(n,)`` eigenvalues, or ``(eigenvalues, eigenvectors)``.
