@@ -31,18 +31,13 @@ def atomic_write(path: str | os.PathLike, data: Union[bytes, str, Callable[[Path
     that pick a format from it work), is flushed to disk, gets ordinary permissions
     (``0o666`` less the umask) and is renamed over ``path`` with :func:`os.replace`.
 
-    Parameters
-    ----------
-    path : str or PathLike
-        Destination; parent folders are created.
-    data : bytes, str or callable
-        The content (``str`` is written as UTF-8), or ``write(tmp_path)`` that writes the
+    Args:
+      path: Destination; parent folders are created.
+      data: The content (``str`` is written as UTF-8), or ``write(tmp_path)`` that writes the
         temporary file itself (e.g. ``lambda p: fig.savefig(p)``).
 
-    Returns
-    -------
-    Path
-        ``path``.
+    Returns:
+      ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,19 +67,13 @@ def atomic_write(path: str | os.PathLike, data: Union[bytes, str, Callable[[Path
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int = 1) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (``json.dumps(obj, indent=indent)`` + newline).
 
-    Parameters
-    ----------
-    path : str or PathLike
-        Destination; parent folders are created.
-    obj : Any
-        Anything :func:`json.dumps` accepts (NaN is written as ``NaN``, as :mod:`json` does).
-    indent : int
-        Indentation of the document.
+    Args:
+      path: Destination; parent folders are created.
+      obj: Anything :func:`json.dumps` accepts (NaN is written as ``NaN``, as :mod:`json` does).
+      indent: Indentation of the document.
 
-    Returns
-    -------
-    Path
-        ``path``.
+    Returns:
+      ``path``.
     """
     return atomic_write(path, json.dumps(obj, indent=indent) + "\n")
 
@@ -92,19 +81,13 @@ def write_json(path: str | os.PathLike, obj: Any, *, indent: int = 1) -> Path:
 def save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
     """Save a matplotlib figure to ``path`` atomically; the format comes from the suffix.
 
-    Parameters
-    ----------
-    fig : matplotlib.figure.Figure
-        The figure.
-    path : str or PathLike
-        ``.png``, ``.pdf``, ``.svg``...; parent folders are created.
-    **savefig_kwargs
-        Passed to ``fig.savefig`` (e.g. ``dpi=150``).
+    Args:
+      fig: The matplotlib figure.
+      path: ``.png``, ``.pdf``, ``.svg``...; parent folders are created.
+      **savefig_kwargs: Passed to ``fig.savefig`` (e.g. ``dpi=150``).
 
-    Returns
-    -------
-    Path
-        ``path``.
+    Returns:
+      ``path``.
     """
     fmt = Path(path).suffix.lstrip(".") or None
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, **savefig_kwargs))

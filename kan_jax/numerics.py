@@ -15,17 +15,13 @@ def safe_divide(numerator: Any, denominator: Any, fill: Any = 0.0) -> jax.Array:
     The denominator is replaced by 1 where it is 0 before dividing (the "double ``where``"), so
     neither the value nor the gradient of the masked branch is ever ``inf``/``NaN``.
 
-    Parameters
-    ----------
-    numerator, denominator : array_like
-        Broadcastable arrays.
-    fill : array_like
-        The result where ``denominator == 0``.
+    Args:
+      numerator: Array broadcastable with ``denominator``.
+      denominator: Array broadcastable with ``numerator``.
+      fill: The result where ``denominator == 0``.
 
-    Returns
-    -------
-    jax.Array
-        The broadcast shape, the division's dtype.
+    Returns:
+      The broadcast shape, in the division's dtype.
     """
     denominator = jnp.asarray(denominator)
     nonzero = denominator != 0
