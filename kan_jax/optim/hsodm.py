@@ -169,14 +169,17 @@ def hsodm(
         params, value=value, grad=grads, value_fn=f)``.
 
     Example:
-        >>> import optax, jax.numpy as jnp
+        >>> import jax, optax, jax.numpy as jnp
         >>> f = lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2   # Rosenbrock
         >>> tx = hsodm(num_lanczos_steps=3)
-        >>> x = jnp.array([-1.2, 1.0]); state = tx.init(x)
-        >>> for _ in range(30):
+        >>> @jax.jit
+        ... def step(x, state):
         ...     value, grad = optax.value_and_grad_from_state(f)(x, state=state)
         ...     updates, state = tx.update(grad, state, x, value=value, grad=grad, value_fn=f)
-        ...     x = optax.apply_updates(x, updates)
+        ...     return optax.apply_updates(x, updates), state
+        >>> x = jnp.array([-1.2, 1.0]); state = tx.init(x)
+        >>> for _ in range(30):
+        ...     x, state = step(x, state)
         >>> bool(jnp.allclose(x, 1.0, atol=1e-6))
         True
     """
