@@ -3,7 +3,7 @@
 :func:`prepare_tfds_mnist` builds tfds's ``mnist`` (``array_record`` format) from the IDX files,
 offline, or downloads them with tfds's download manager; :func:`kan_jax.data.load_mnist` reads
 it back with tfds's TensorFlow-free data sources. tfds is imported only when one of these runs.
-Why a builder subclass is needed and what was measured: ``docs/data.md``.
+Why a builder subclass is needed: ``docs/data.md``.
 """
 from __future__ import annotations
 
