@@ -29,3 +29,14 @@ def mnist_dir() -> Path:
         pytest.skip(f"MNIST IDX files not found in {MNIST_DIR} (missing {', '.join(missing)}; "
                     "set KAN_JAX_MNIST_DIR to the folder holding them)")
     return MNIST_DIR
+
+
+@pytest.fixture
+def default_jax_config():
+    """JAX as a reader has it: the test session's float64 switched off for this test."""
+    x64 = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", x64)

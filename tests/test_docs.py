@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax
 import pytest
 import yaml
 
@@ -60,17 +59,6 @@ def test_site_builds_strict(tmp_path):
     assert out.returncode == 0, out.stderr[-5000:]
     assert (tmp_path / "site" / "index.html").exists()
     assert (tmp_path / "site" / "api" / "layer" / "index.html").exists()
-
-
-@pytest.fixture
-def default_jax_config():
-    """JAX as a reader has it: the test session's float64 switched off for this test."""
-    x64 = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", False)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", x64)
 
 
 @pytest.mark.slow

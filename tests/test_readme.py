@@ -9,7 +9,6 @@ import os
 import re
 from pathlib import Path
 
-import jax
 import pytest
 
 from markdown_blocks import python_blocks, run_page
@@ -66,17 +65,6 @@ def test_readme_performance_table_is_the_benchmarks():
         assert num(r["`model.init` (s)"]) == num(b["`model.init` (s)"]), r["G"]
         ratio = num(r["efficient-kan step (ms)"]) / num(r["kan-jax step (ms)"])
         assert abs(num(r["speed-up"]) - ratio) <= 0.05 + 1e-9, r["G"]
-
-
-@pytest.fixture
-def default_jax_config():
-    """JAX as a reader has it: the test session's float64 switched off for this test."""
-    x64 = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", False)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_enable_x64", x64)
 
 
 @pytest.mark.slow
