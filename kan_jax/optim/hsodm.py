@@ -23,19 +23,19 @@ References:
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, NamedTuple, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import jax
-import jax.numpy as jnp
 import optax
 from jax.flatten_util import ravel_pytree
 
-from kan_jax.curvature.krylov import lanczos, tridiagonal_eigh
+from kan_jax.curvature.krylov import lanczos
+from kan_jax.optim._augmented import AugmentedState, check_arguments, initial_fields, leftmost_direction
 
 __all__ = ["ScaleByHSODMState", "scale_by_hsodm", "hsodm"]
 
 
-class ScaleByHSODMState(NamedTuple):
+class ScaleByHSODMState(AugmentedState):
     """State of :func:`scale_by_hsodm`.
 
     Attributes:
@@ -48,25 +48,6 @@ class ScaleByHSODMState(NamedTuple):
         used_newton: Whether the last direction was ``v / t`` (``|t| >= nu``) rather than ``v``.
         num_matvecs: Total Hessian-vector products used (int32).
     """
-
-    count: jax.Array
-    vector: optax.Params
-    scalar: jax.Array
-    eigenvalue: jax.Array
-    residual: jax.Array
-    used_newton: jax.Array
-    num_matvecs: jax.Array
-
-
-def _check(delta: Any, nu: Any, radius: Any, num_lanczos_steps: Any) -> None:
-    if isinstance(delta, (int, float)) and not delta >= 0:
-        raise ValueError(f"delta must be >= 0, got {delta}")
-    if isinstance(nu, (int, float)) and not 0 < nu < 0.5:
-        raise ValueError(f"nu must be in (0, 1/2) as in the paper, got {nu}")
-    if radius is not None and isinstance(radius, (int, float)) and not radius > 0:
-        raise ValueError(f"radius must be > 0 or None, got {radius}")
-    if not isinstance(num_lanczos_steps, int) or num_lanczos_steps < 2:
-        raise ValueError(f"num_lanczos_steps must be an int >= 2, got {num_lanczos_steps!r}")
 
 
 def _accepted_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -101,48 +82,23 @@ def scale_by_hsodm(
         value_fn, **extra_args)`` calls ``value_fn(params, **kwargs)`` with the ``extra_args`` it
         accepts by name.
     """
-    _check(delta, nu, radius, num_lanczos_steps)
+    check_arguments(delta, nu, radius, num_lanczos_steps)
     run_lanczos = lanczos(num_lanczos_steps)
 
     def init_fn(params: optax.Params) -> ScaleByHSODMState:
-        x0, unravel = ravel_pytree(params)
-        zero = jnp.zeros([], x0.dtype)
-        return ScaleByHSODMState(count=jnp.zeros([], jnp.int32), vector=unravel(jnp.zeros_like(x0)),
-                                 scalar=jnp.ones([], x0.dtype), eigenvalue=zero, residual=zero,
-                                 used_newton=jnp.zeros([], bool), num_matvecs=jnp.zeros([], jnp.int32))
+        return ScaleByHSODMState(**initial_fields(params))
 
     def update_fn(updates, state, params=None, *, value_fn: Callable[..., jax.Array], **extra_args):
         if params is None:
             raise ValueError("scale_by_hsodm needs params (the point at which the Hessian is taken)")
         kwargs = _accepted_kwargs(value_fn, extra_args)
         x0, unravel = ravel_pytree(params)
-        dtype, n = x0.dtype, x0.shape[0]
-        g = ravel_pytree(updates)[0].astype(dtype)
+        dtype = x0.dtype
         grad = jax.grad(lambda p: value_fn(p, **kwargs))
         _, hvp = jax.linearize(lambda x: ravel_pytree(grad(unravel(x)))[0].astype(dtype), x0)
-        dlt = jnp.asarray(delta, dtype)
-
-        def amv(z):
-            v, t = z[:n], z[n]
-            return jnp.concatenate([hvp(v) + t * g, (jnp.vdot(g, v) - dlt * t)[None]])
-
-        z0 = jnp.concatenate([ravel_pytree(state.vector)[0].astype(dtype), state.scalar.astype(dtype)[None]])
-        res = run_lanczos(amv, z0)
-        theta, s = tridiagonal_eigh(res.alphas, res.betas)
-        z = s[:, 0] @ res.basis
-        z = z / jnp.linalg.norm(z)
-        v, t = z[:n], z[n]
-        big_t = jnp.abs(t) >= nu
-        d = jnp.where(big_t, v / jnp.where(big_t, t, 1), v)
-        d = jnp.where(jnp.vdot(g, d) > 0, -d, d)
-        if radius is not None:
-            dn = jnp.linalg.norm(d)
-            d = d * jnp.minimum(1, jnp.asarray(radius, dtype) / jnp.where(dn > 0, dn, 1))
-        new_state = ScaleByHSODMState(
-            count=optax.safe_increment(state.count), vector=unravel(v), scalar=t, eigenvalue=theta[0],
-            residual=jnp.abs(res.residual_norm * s[-1, 0]), used_newton=big_t,
-            num_matvecs=state.num_matvecs + res.alphas.shape[0])
-        return unravel(d), new_state
+        d, fields = leftmost_direction(hvp, updates, params, state, delta=delta, nu=nu, radius=radius,
+                                       run_lanczos=run_lanczos)
+        return d, ScaleByHSODMState(**fields)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
