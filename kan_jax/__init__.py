@@ -8,6 +8,7 @@ from kan_jax import (
     io,
     numerics,
     optim,
+    pde,
     splines,
     training,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "io",
     "lanczos",
     "optim",
+    "pde",
     "load_params",
     "min_eigenpair",
     "numerics",
