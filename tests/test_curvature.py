@@ -62,6 +62,7 @@ PARAMS, BATCH = make_problem(0)  # n = 4*8 + 8 + 8*3 + 3 = 67
 # ---------------------------------------------------------------------------------------------
 # Operators vs dense oracles (float64, tolerance 1e-12 of the product's norm)
 # ---------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_hessian_operators_match_jax_hessian():
     h = dense_hessian(lambda p: loss(p, BATCH), PARAMS)
     v = rand_like(jax.random.key(1), PARAMS)

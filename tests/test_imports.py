@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-OPTIONAL = ("sympy", "matplotlib", "tensorflow_datasets", "tqdm")
+OPTIONAL = ("sympy", "matplotlib", "tensorflow_datasets", "tqdm", "scipy")
 
 BLOCK = textwrap.dedent(
     """
@@ -123,6 +123,26 @@ def test_missing_tensorflow_datasets_names_the_data_extra(tmp_path):
     )
     assert out is not None and 'pip install "kan-jax[data]"' in out["message"]
     assert out["cause"] == "ImportError"
+
+
+def test_pde_works_without_scipy_and_sobol_points_names_the_pde_extra():
+    out = run(
+        """
+        import json
+        import jax.numpy as jnp
+        from kan_jax.pde import grid_points, input_derivatives, sobol_points
+        d = input_derivatives(lambda z: z ** 2, jnp.asarray(grid_points([(0.0, 1.0)], (3,))), second=(0,))
+        try:
+            sobol_points(4, [(0.0, 1.0)])
+            message = None
+        except ImportError as err:
+            message = str(err)
+        print(json.dumps({"second": d.second[:, 0, 0].tolist(), "message": message}))
+        """,
+        blocked="scipy",
+    )
+    assert out["second"] == [2.0, 2.0, 2.0]
+    assert out["message"] is not None and 'pip install "kan-jax[pde]"' in out["message"]
 
 
 def test_require_names_the_extra_and_chains_the_error():

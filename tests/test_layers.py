@@ -250,6 +250,7 @@ def test_refine_keeps_function_nested_grid_exactly_and_general_case_closely():
         assert float(jnp.abs(yb - ya).max()) <= 2e-2 * float(jnp.abs(ya).max())
 
 
+@pytest.mark.slow
 def test_refine_opt_state_carries_unchanged_leaves():
     model = KAN([2, 3, 1])
     x = jax.random.uniform(jax.random.key(6), (100, 2), jnp.float32, -1, 1)

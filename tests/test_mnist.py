@@ -106,6 +106,7 @@ def test_short_real_training_reaches_accuracy(small_mnist):
     assert records[0]["epochs"][1]["lr"] == pytest.approx(0.8e-3)
 
 
+@pytest.mark.slow
 def test_vmap_over_seeds_equals_training_each_seed_alone(small_mnist):
     data = tuple(a[:256] if a.shape[0] == 3000 else a[:128] for a in small_mnist)
     config = study.StudyConfig(epochs=2, hidden=8)

@@ -74,6 +74,7 @@ def max_abs(a: jax.Array) -> float:
 # --------------------------------------------------------------------------- Linen agreement
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scaler", [True, False])
 def test_kan_matches_linen_front_float32(scaler):
     model = KAN([2, 3, 1], enable_standalone_scale_spline=scaler, rngs=nnx.Rngs(0))

@@ -217,6 +217,7 @@ def test_chain_nodes_finds_single_input_single_output_numeric_hidden_nodes():
     assert S.chain_nodes(I.KANNet(net.params, state, net.spec)) == []
 
 
+@pytest.mark.slow
 def test_auto_symbolic_merges_a_chain_whose_composite_is_a_library_function():
     # h(x) = x^3 + x and g = sin(pi h^-1(u)) are not library functions; g o h = sin(pi x) is.
     net, x = _numeric_chain(lambda x: x**3 + x, lambda x: jnp.sin(jnp.pi * x))
