@@ -51,7 +51,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, TypeVar
 
-__all__ = ["option", "build_parser", "config_from_args", "parse"]
+__all__ = ["option", "build_parser", "config_from_args", "parse", "subset"]
 
 C = TypeVar("C")
 _MISSING = dataclasses.MISSING
@@ -256,3 +256,24 @@ def parse(cls: type[C], presets: Mapping[str, C], argv: Optional[Sequence[str]] 
     except ValueError as err:
         parser.error(str(err))
         raise  # unreachable: parser.error exits
+
+
+def subset(name: str, items: Sequence[str], allowed: Sequence[str]) -> tuple[str, ...]:
+    """The distinct ``items`` in their order, each one of ``allowed`` (for a ``separator=","`` field).
+
+    Args:
+        name: the flag without its dashes, for the message.
+        items: the values given (blanks are dropped).
+        allowed: the values allowed.
+
+    Returns:
+        The kept values, duplicates removed.
+
+    Raises:
+        ValueError: ``items`` is empty or holds a value not in ``allowed`` (the message names
+            the flag, what is allowed and what came).
+    """
+    kept = [s.strip() for s in items if s.strip()]
+    if not kept or any(s not in allowed for s in kept):
+        raise ValueError(f"--{name} must be a comma-separated subset of {', '.join(allowed)}; got {','.join(items)!r}")
+    return tuple(dict.fromkeys(kept))

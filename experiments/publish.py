@@ -8,8 +8,8 @@ numbers they quote are always those of the current code's last run::
     python -m experiments.publish runs/ docs/results/ --studies landscape   # one study
 
 A study's outputs are looked for in ``RUNS/<study>`` (its default ``--out-dir`` name:
-``runs/landscape``, ``runs/mnist``, ``runs/second_order``, ``runs/hello_kan``). Each study
-module renders its own tables (``published_markdown(out_dir)``).
+``runs/landscape``, ``runs/mnist``, ``runs/second_order``, ``runs/sfn``, ``runs/hello_kan``).
+Each study module renders its own tables (``published_markdown(out_dir)``).
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ STUDIES = {
     "landscape": "experiments.landscape",
     "mnist": "experiments.mnist",
     "second_order": "experiments.second_order",
+    "sfn": "experiments.sfn",
     "hello_kan": "experiments.hello_kan",
 }
 

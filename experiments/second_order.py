@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments._cli import option, parse
+from experiments._cli import option, parse, subset
 from experiments._env import device_description
 from experiments._records import num
 from experiments.models import MLP, cross_entropy_loss, mnist_arrays, regression_kan, squared_loss, toy_dataset
@@ -119,13 +119,6 @@ PRESETS = {
 }
 
 
-def _subset(name: str, items: Sequence[str], allowed: Sequence[str]) -> tuple[str, ...]:
-    kept = [s.strip() for s in items if s.strip()]
-    if not kept or any(s not in allowed for s in kept):
-        raise ValueError(f"--{name} must be a comma-separated subset of {', '.join(allowed)}; got {','.join(items)!r}")
-    return tuple(dict.fromkeys(kept))
-
-
 @dataclasses.dataclass(frozen=True)
 class SecondOrderArgs:
     """Everything ``python -m experiments.second_order`` takes."""
@@ -140,8 +133,8 @@ class SecondOrderArgs:
     quiet: bool = option(False, help="print nothing")
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "problems", _subset("problems", self.problems, PROBLEMS))
-        object.__setattr__(self, "methods", _subset("methods", self.methods, METHODS))
+        object.__setattr__(self, "problems", subset("problems", self.problems, PROBLEMS))
+        object.__setattr__(self, "methods", subset("methods", self.methods, METHODS))
 
 
 # ------------------------------------------------------------------------------------------

@@ -104,7 +104,7 @@ def test_radius_caps_the_direction_before_the_step():
     g = a @ x + b
     d, *_ = reference_direction(a, g, 1e-4, 1e-2)
     r = 0.5 * np.linalg.norm(d)
-    tx = sfn(2.0, num_lanczos_steps=N + 1, radius=r)
+    tx = sfn(2.0, delta=1e-4, num_lanczos_steps=N + 1, radius=r)
     u, _ = tx.update(jnp.asarray(g), tx.init(jnp.asarray(x)), jnp.asarray(x), hvp_fn=lambda v: jnp.asarray(a) @ v)
     np.testing.assert_allclose(np.asarray(u), 2.0 * r * d / np.linalg.norm(d), rtol=1e-9)
 
@@ -115,7 +115,7 @@ def test_schedule_is_evaluated_at_the_update_count():
     g = a @ x + b
     d, *_ = reference_direction(a, g, 1e-4, 1e-2)
     schedule = optax.exponential_decay(1.0, transition_steps=1, decay_rate=0.5)
-    tx = sfn(schedule, num_lanczos_steps=N + 1)
+    tx = sfn(schedule, delta=1e-4, num_lanczos_steps=N + 1)
     step = jax.jit(lambda s: tx.update(jnp.asarray(g), s, jnp.asarray(x), hvp_fn=lambda v: jnp.asarray(a) @ v))
     state = tx.init(jnp.asarray(x))
     for k in range(3):
@@ -132,7 +132,7 @@ def test_pytree_params_under_jit_keep_structure_and_dtype():
         unravel = ravel_pytree({"w": jnp.zeros((2, 3), dtype), "b": jnp.zeros(3, dtype)})[1]
         p0 = unravel(jnp.asarray(x, dtype))
         f = lambda p: 0.5 * ravel_pytree(p)[0] @ jnp.asarray(a, dtype) @ ravel_pytree(p)[0] + jnp.asarray(b, dtype) @ ravel_pytree(p)[0]  # noqa: E731
-        tx = sfn(0.3, num_lanczos_steps=10)
+        tx = sfn(0.3, delta=1e-4, num_lanczos_steps=10)
 
         @jax.jit
         def step(p, s):
@@ -203,3 +203,61 @@ def test_bad_arguments_raise_naming_what_was_expected():
 def test_docstring_example_runs():
     result = doctest.testmod(importlib.import_module("kan_jax.optim.sfn"), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_experiment_rejects_bad_arguments(capsys):
+    from experiments import sfn as study
+
+    for argv, message in ((["--optimizers", "sfn,newton"], "--optimizers must be a comma-separated subset of sfn, adam, sgd"),
+                          (["--sfn-lanczos-steps", "1"], "num_lanczos_steps must be an int >= 2, got 1"),
+                          (["--sfn-lr", "-1"], "learning_rate must be a finite number > 0")):
+        with pytest.raises(SystemExit) as err:
+            study.main(argv)
+        assert err.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quick_experiment_end_to_end_and_resume(mnist_dir, tmp_path, capsys):
+    """``--quick`` writes a record per model and optimiser (every epoch's full-set metrics, SFN's
+    eigenvalue below -delta by interlacing and its matvecs per step), the figure and the table;
+    the epoch-0 test loss is the mean cross-entropy of the initial model computed here; a rerun
+    keeps every finished run and one whose record was removed is run again alone."""
+    from experiments import sfn as study
+    from experiments.models import mnist_arrays
+    from kan_jax.data import load_mnist
+
+    out = tmp_path / "sfn"
+    argv = ["--quick", "--data-dir", str(mnist_dir), "--out-dir", str(out)]
+    assert study.main(argv + ["--quiet"]) == 0
+    cfg = study.PRESETS["quick"]
+    runs = json.loads((out / "result.json").read_text())["runs"]
+    assert set(runs) == {f"{m}_{o}" for m in study.MODELS for o in study.OPTIMIZERS}
+    mnist = load_mnist(mnist_dir)
+    x_test, y_test = mnist_arrays(mnist.x_test, mnist.y_test, cfg.test_subset)
+    for model_name in study.MODELS:
+        prep = study.prepare_model(model_name, cfg, x_test)
+        logits = np.asarray(prep["model"].apply({"params": prep["params"], "grid": prep["grid"]}, x_test), np.float64)
+        logp = logits - logits.max(1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+        loss0 = -np.mean(logp[np.arange(len(y_test)), np.asarray(y_test)])
+        for opt in study.OPTIMIZERS:
+            r = runs[f"{model_name}_{opt}"]
+            assert len(r["epochs"]) == cfg.epochs + 1 and r["steps_per_epoch"] == 256 // cfg.batch_size
+            assert r["epochs"][0]["test_loss"] == pytest.approx(loss0, rel=1e-5)
+            for row in r["epochs"][1:]:
+                assert 0 <= row["test_acc"] <= 1 and np.isfinite(row["train_loss"]) and row["seconds"] > 0
+                if opt == "sfn":
+                    assert row["hvps_per_step"] == cfg.sfn_lanczos_steps and row["eigenvalue"] <= -cfg.sfn_delta
+    assert (out / "sfn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sum(line.startswith("| ") for line in (out / "summary.md").read_text().splitlines()) == 1 + 6
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temporary files left
+    before = (out / "result.json").stat().st_mtime_ns
+    assert study.main(argv + ["--no-plot"]) == 0
+    assert capsys.readouterr().out.count("kept from result.json") == 6
+    assert (out / "result.json").stat().st_mtime_ns == before
+    del runs["mlp_sgd"]
+    (out / "result.json").write_text(json.dumps({"runs": runs}))
+    assert study.main(argv + ["--no-plot"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("kept from result.json") == 5 and "mlp sgd epoch 2" in text
+    assert set(json.loads((out / "result.json").read_text())["runs"]) == set(runs) | {"mlp_sgd"}

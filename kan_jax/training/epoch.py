@@ -139,6 +139,7 @@ def train_epoch(
     y: jax.Array,
     batch_size: int,
     mesh: Optional[Mesh] = None,
+    extra_args: Optional[Callable[..., dict[str, Any]]] = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One epoch of minibatch training with cross-entropy, as a single ``lax.scan``.
 
@@ -157,6 +158,12 @@ def train_epoch(
             all-reduces the gradient. The loss stays the masked mean over the whole batch, so
             clipping norms are those of the full gradient. Place ``state`` and the data with
             :func:`kan_jax.training.sharding.place`.
+        extra_args: For an optimiser that takes more than the gradient
+            (:class:`optax.GradientTransformationExtraArgs`):
+            ``extra_args(params, grid, x, y, key) -> dict`` of the keyword arguments of this
+            step's ``tx.update`` (for instance ``hvp_fn`` of :func:`kan_jax.optim.sfn` on a batch
+            drawn with ``key``); ``key`` is the step's own, drawn from ``fold_in(key, 1)`` so that
+            the shuffle is the same with and without ``extra_args``.
 
     Returns:
         ``(state, metrics)``: ``metrics`` holds the means over batches of the batch loss and
@@ -174,14 +181,16 @@ def train_epoch(
 
     def step(carry, batch):
         params, opt_state = carry
-        bi, mb = batch
+        bi, mb, step_key = batch
         (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x[bi], y[bi], mb)
-        updates, opt_state = tx.update(grads, opt_state, params)
+        kwargs = {} if extra_args is None else extra_args(params, state.grid, x, y, step_key)
+        updates, opt_state = tx.update(grads, opt_state, params, **kwargs)
         params = optax.apply_updates(params, updates)
         factor, norm = _clip_stats(opt_state)
         return (params, opt_state), jnp.stack([loss, acc, factor, norm])
 
-    (params, opt_state), per_step = jax.lax.scan(step, (state.params, state.opt_state), (idx, mask))
+    step_keys = None if extra_args is None else jax.random.split(jax.random.fold_in(key, 1), idx.shape[0])
+    (params, opt_state), per_step = jax.lax.scan(step, (state.params, state.opt_state), (idx, mask, step_keys))
     means = per_step.mean(0)
     metrics = dict(train_loss=means[0], train_acc=means[1], clip_factor=means[2], grad_norm=means[3])
     return TrainState(params, state.grid, opt_state), metrics
