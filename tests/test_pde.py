@@ -13,6 +13,7 @@ from kan_jax.layer import scaled_spline_weight
 from kan_jax.pde import (
     grid_points,
     input_derivatives,
+    kan_input_derivatives,
     rba_update,
     rba_weighted_mse,
     resample,
@@ -21,6 +22,8 @@ from kan_jax.pde import (
 )
 
 STRATEGIES = ("unrolled", "dense", "local")
+#: Dense in the default run, the other two (longer to compile under per-point Hessians) marked slow.
+STRATEGY_PARAMS = [pytest.param(s, marks=() if s == "dense" else pytest.mark.slow) for s in STRATEGIES]
 
 
 def _network(strategy: str, seed: int):
@@ -45,20 +48,20 @@ def _finite_differences(fn, x: np.ndarray, c: int, h: float) -> tuple[np.ndarray
     return d1, d2
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("strategy", STRATEGY_PARAMS)
 def test_derivatives_match_finite_differences_between_and_at_knots(strategy):
     fn, x = _network(strategy, seed=np.random.randint(1000))
     # The first layer's knots on [-1, 1] with G = 6 sit at multiples of 1/3: put points on them.
     x = np.asarray(x).copy()
     x[:8, 1] = np.array([-2, -1, 0, 1, 2, -2, 1, 0]) / 3.0
     x[8:12, 0] = 1 / 3.0
-    d = input_derivatives(fn, jnp.asarray(x), first=(0, 1), second=(0, 1))
+    d = jax.jit(lambda z: input_derivatives(fn, z, first=(0, 1), second=(0, 1)))(jnp.asarray(x))
     np.testing.assert_allclose(d.value, fn(jnp.asarray(x)), rtol=1e-13, atol=1e-13)
     # Reverse over forward mode, point by point: another route through the same splines.
     point = lambda z, o: fn(z[None])[0, o]
     for o in range(2):
-        grad = jax.vmap(jax.grad(point), in_axes=(0, None))(jnp.asarray(x), o)
-        hess = jax.vmap(jax.hessian(point), in_axes=(0, None))(jnp.asarray(x), o)
+        grad = jax.jit(jax.vmap(jax.grad(point), in_axes=(0, None)), static_argnums=1)(jnp.asarray(x), o)
+        hess = jax.jit(jax.vmap(jax.hessian(point), in_axes=(0, None)), static_argnums=1)(jnp.asarray(x), o)
         np.testing.assert_allclose(d.first[:, o], grad, rtol=1e-10, atol=1e-10)
         np.testing.assert_allclose(d.second[:, o], jnp.diagonal(hess, axis1=1, axis2=2), rtol=1e-10, atol=1e-10)
     for i, c in enumerate((0, 1)):
@@ -91,6 +94,34 @@ def test_one_layer_derivatives_equal_scipy_analytic_bspline_derivatives(strategy
     np.testing.assert_allclose(d.second[:, 0, 0], w * silu2 + spline.derivative(2)(xs), rtol=1e-11, atol=1e-11)
 
 
+@pytest.mark.parametrize("strategy, order", [("dense", 1), ("dense", 2), ("dense", 3),
+                                             pytest.param("unrolled", 3, marks=pytest.mark.slow),
+                                             pytest.param("local", 3, marks=pytest.mark.slow)])
+def test_one_pass_kan_derivatives_equal_nested_forward_mode(strategy, order):
+    model = KAN([2, 5, 3, 2], grid_size=6, spline_order=order, spline_strategy=strategy)
+    x = jax.random.uniform(jax.random.key(order), (48, 2), jnp.float64, -1.3, 1.3)   # some outside the grid
+    variables = model.init(jax.random.key(1), x)
+    leaves, tree = jax.tree.flatten(variables["params"])
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    variables = {"params": jax.tree.unflatten(tree, [jax.random.normal(k, l.shape, jnp.float64) for k, l in zip(keys, leaves)]),
+                 "grid": variables["grid"]}
+    ref = jax.jit(lambda v: input_derivatives(lambda z: model.apply(v, z), x, first=(1, 0), second=(1,)))(variables)
+    got = jax.jit(lambda v: kan_input_derivatives(model, v, x, first=(1, 0), second=(1,)))(variables)
+    for a, b in zip(got, ref):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * float(jnp.abs(b).max()))
+    # Its parameter gradient is the nested forward mode's too.
+    loss = lambda f: lambda p: jnp.sum(f({"params": p, "grid": variables["grid"]}).second ** 2)
+    g_ref = jax.jit(jax.grad(loss(lambda v: input_derivatives(lambda z: model.apply(v, z), x, second=(1,)))))(variables["params"])
+    g_got = jax.jit(jax.grad(loss(lambda v: kan_input_derivatives(model, v, x, second=(1,)))))(variables["params"])
+    for a, b in zip(jax.tree.leaves(g_got), jax.tree.leaves(g_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10 * float(jnp.abs(b).max()))
+    with pytest.raises(ValueError, match="must be a kan_jax.KAN"):
+        kan_input_derivatives(KANLinear(1), variables, x, first=(0,))
+    with pytest.raises(ValueError, match="must have 2 coordinates"):
+        kan_input_derivatives(model, variables, x[:, :1], first=(0,))
+
+
 def test_manufactured_solution_has_zero_residual():
     """u = e^{-t} sin(πx) solves u_t = u_xx + e^{-t} (π² − 1) sin(πx) exactly."""
     u = lambda z: jnp.exp(-z[:, 0]) * jnp.sin(jnp.pi * z[:, 1])
@@ -116,6 +147,7 @@ def test_derivatives_compose_with_jit_and_parameter_gradients():
     g = jax.jit(jax.grad(loss))(variables["params"])
     v = jax.tree.map(lambda a: jax.random.normal(jax.random.key(5), a.shape, a.dtype), variables["params"])
     eps = 1e-6
+    loss = jax.jit(loss)
     plus = loss(jax.tree.map(lambda p, t: p + eps * t, variables["params"], v))
     minus = loss(jax.tree.map(lambda p, t: p - eps * t, variables["params"], v))
     directional = sum(jnp.vdot(a, b) for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(v)))

@@ -16,12 +16,13 @@ References:
 """
 from kan_jax.pde.attention import rba_update, rba_weighted_mse
 from kan_jax.pde.collocation import grid_points, resample, resampling_probabilities, sobol_points
-from kan_jax.pde.derivatives import InputDerivatives, input_derivatives
+from kan_jax.pde.derivatives import InputDerivatives, input_derivatives, kan_input_derivatives
 
 __all__ = [
     "InputDerivatives",
     "grid_points",
     "input_derivatives",
+    "kan_input_derivatives",
     "rba_update",
     "rba_weighted_mse",
     "resample",
