@@ -1,5 +1,5 @@
 """The loss-landscape study at its default size, checked as the quick run is (slow), and the
-published numbers (``docs/results/landscape.md``) against the current code.
+published numbers (``docs/results/landscape.md``) against its output.
 
 A file of its own so that ``pytest -n`` (whole files per worker) runs it beside the quick run.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import jax
 import pytest
 from test_landscape_study import REPO, _check_study, _run_cli, published_rows
 
@@ -16,7 +15,11 @@ from experiments.landscape import kan
 
 @pytest.mark.slow
 def test_full_study(tmp_path, mnist_dir):
-    """The study at its default size (about 3 minutes on 2 CPU cores)."""
+    """The study at its default size (about 3 minutes on 2 CPU cores); the top-5 and minimum
+    eigenvalues at thetaN quoted in docs/results/landscape.md are this run's, to every printed
+    digit (the KAN part is deterministic on a given machine; regenerate the file with
+    ``python -m experiments.landscape`` then ``python -m experiments.publish runs/ docs/results/
+    --studies landscape``)."""
     proc = _run_cli(tmp_path, "--data-dir", str(mnist_dir), timeout=3600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     _check_study(tmp_path, num_alphas=50, num_datasets=10)
@@ -25,20 +28,10 @@ def test_full_study(tmp_path, mnist_dir):
     assert m["training"]["test_accuracy"] > 0.9
     assert m["top_eigenvalue"]["residual_norm"] < 1e-3 * m["top_eigenvalue"]["value"]
 
-
-@pytest.mark.slow
-def test_published_results_are_the_current_codes(tmp_path):
-    """The top-5 and minimum eigenvalues at thetaN quoted in docs/results/landscape.md are what the
-    current code computes with the default configuration, to every printed digit (the KAN part is
-    deterministic; regenerate the file with ``python -m experiments.landscape --skip-mlp`` then
-    ``python -m experiments.publish runs/ docs/results/ --studies landscape``)."""
     text = (REPO / "docs" / "results" / "landscape.md").read_text()
     cfg = kan.KANConfig()
     assert f"L-BFGS {cfg.lbfgs_steps} steps, lamb={cfg.lamb:g}" in text, "published with another configuration"
-    with jax.default_matmul_precision("highest"):
-        setup = kan.setup_kan(cfg, tmp_path, lambda message: None)
-        thetaN, _ = kan.train_kan(setup)
-        spectrum, _ = kan.spectrum_at(setup, thetaN)
+    spectrum = json.loads((tmp_path / "kan_spectrum.json").read_text())["at_thetaN"]
     rows = published_rows(text)
     top, low = spectrum["top5"], spectrum["min"]
     for i in range(5):
