@@ -94,7 +94,8 @@ def test_one_layer_derivatives_equal_scipy_analytic_bspline_derivatives(strategy
     np.testing.assert_allclose(d.second[:, 0, 0], w * silu2 + spline.derivative(2)(xs), rtol=1e-11, atol=1e-11)
 
 
-@pytest.mark.parametrize("strategy, order", [("dense", 1), ("dense", 2), ("dense", 3),
+@pytest.mark.parametrize("strategy, order", [pytest.param("dense", 1, marks=pytest.mark.slow),
+                                             pytest.param("dense", 2, marks=pytest.mark.slow), ("dense", 3),
                                              pytest.param("unrolled", 3, marks=pytest.mark.slow),
                                              pytest.param("local", 3, marks=pytest.mark.slow)])
 def test_one_pass_kan_derivatives_equal_nested_forward_mode(strategy, order):
