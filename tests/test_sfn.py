@@ -131,7 +131,11 @@ def test_pytree_params_under_jit_keep_structure_and_dtype():
     for dtype, tol in ((jnp.float64, 1e-9), (jnp.float32, 1e-4)):
         unravel = ravel_pytree({"w": jnp.zeros((2, 3), dtype), "b": jnp.zeros(3, dtype)})[1]
         p0 = unravel(jnp.asarray(x, dtype))
-        f = lambda p: 0.5 * ravel_pytree(p)[0] @ jnp.asarray(a, dtype) @ ravel_pytree(p)[0] + jnp.asarray(b, dtype) @ ravel_pytree(p)[0]  # noqa: E731
+
+        def f(p):
+            z = ravel_pytree(p)[0]
+            return 0.5 * z @ jnp.asarray(a, dtype) @ z + jnp.asarray(b, dtype) @ z
+
         tx = sfn(0.3, delta=1e-4, num_lanczos_steps=10)
 
         @jax.jit
@@ -210,7 +214,8 @@ def test_experiment_rejects_bad_arguments(capsys):
 
     for argv, message in ((["--optimizers", "sfn,newton"], "--optimizers must be a comma-separated subset of sfn, adam, sgd"),
                           (["--sfn-lanczos-steps", "1"], "num_lanczos_steps must be an int >= 2, got 1"),
-                          (["--sfn-lr", "-1"], "learning_rate must be a finite number > 0")):
+                          (["--sfn-lr", "-1"], "--sfn-lr must be a finite number > 0, got -1.0"),
+                          (["--lr-decay", "0"], "--lr-decay must be in (0, 1], got 0.0")):
         with pytest.raises(SystemExit) as err:
             study.main(argv)
         assert err.value.code == 2 and message in capsys.readouterr().err
