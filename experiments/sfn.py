@@ -56,7 +56,8 @@ from kan_jax.io import atomic_write, save_figure, write_json
 from kan_jax.optim import sfn
 from kan_jax.training import TrainState, evaluate, num_batches, train_epoch
 
-__all__ = ["Config", "PRESETS", "SFNArgs", "main", "published_markdown", "run_study", "summary_text"]
+__all__ = ["Config", "PRESETS", "SFNArgs", "hessian_batch_args", "main", "plot", "prepare_model", "published_markdown", "run_one",
+           "run_study", "summary_text"]
 
 MODELS = ("mlp", "kan")
 OPTIMIZERS = ("sfn", "adam", "sgd")
