@@ -108,36 +108,47 @@ def input_derivatives(
       ([9.0, 6.0], [2.0])
     """
     x = _check_points(x)
-    first = _coords("first", first, x.shape[1])
-    second = _coords("second", second, x.shape[1])
-    only_first = tuple(c for c in first if c not in second)
+    first, second, directions = _requests(first, second, x.shape[1])
 
     def f(z: Array) -> Array:
         y = fn(z)
         return y[:, None] if y.ndim == 1 else y
 
-    def tangents(coords: tuple[int, ...]) -> Array:  # (D, B, in), one-hot in every row
-        return jnp.broadcast_to(jax.nn.one_hot(jnp.array(coords), x.shape[1], dtype=x.dtype)[:, None, :],
-                                (len(coords), *x.shape))
-
-    def along(e: Array) -> tuple[Array, Array]:
-        return jax.jvp(f, (x,), (e,))
+    def along(e: Array) -> Array:
+        return jax.jvp(f, (x,), (e,))[1]
 
     def twice_along(e: Array) -> tuple[Array, Array]:
         (_, d1), (_, d2) = jax.jvp(lambda z: jax.jvp(f, (z,), (e,)), (x,), (e,))
         return d1, d2
 
     value = f(x)
-    out = value.shape[1]
-    empty = jnp.zeros((x.shape[0], out, 0), value.dtype)
-    d1_second, d2 = (jax.vmap(twice_along)(tangents(second)) if second
-                     else (jnp.zeros((0, *value.shape), value.dtype),) * 2)
-    d1_only = jax.vmap(lambda e: along(e)[1])(tangents(only_first)) if only_first else None
-    columns = {c: d1_second[i] for i, c in enumerate(second)}
-    columns.update({c: d1_only[i] for i, c in enumerate(only_first)})
-    first_out = jnp.stack([columns[c] for c in first], axis=-1) if first else empty
-    second_out = jnp.moveaxis(d2, 0, -1) if second else empty
-    return InputDerivatives(value, first_out, second_out)
+    e = _tangents(directions, x, x.dtype)
+    d1, d2 = (jax.vmap(twice_along)(e[:len(second)]) if second
+              else (jnp.zeros((0, *value.shape), value.dtype),) * 2)
+    if len(directions) > len(second):
+        d1 = jnp.concatenate([d1, jax.vmap(along)(e[len(second):])])
+    return _collect(value, d1, d2, first, directions)
+
+
+def _requests(first: Sequence[int], second: Sequence[int], num_inputs: int) -> tuple[tuple[int, ...], ...]:
+    """Checked ``first`` and ``second``, and the tangent directions: ``second``, then the rest of ``first``."""
+    first = _coords("first", first, num_inputs)
+    second = _coords("second", second, num_inputs)
+    return first, second, second + tuple(c for c in first if c not in second)
+
+
+def _tangents(directions: tuple[int, ...], x: Array, dtype: Any) -> Array:
+    """One-hot tangents in every row, ``(len(directions), B, in)``."""
+    one_hot = jax.nn.one_hot(jnp.array(directions, jnp.int32), x.shape[1], dtype=dtype)
+    return jnp.broadcast_to(one_hot[:, None, :], (len(directions), *x.shape))
+
+
+def _collect(value: Array, d1: Array, d2: Array, first: tuple[int, ...], directions: tuple[int, ...]) -> InputDerivatives:
+    """:class:`InputDerivatives` from ``d1`` ``(len(directions), B, out)`` and ``d2`` ``(len(second), B, out)``."""
+    column = {c: d1[i] for i, c in enumerate(directions)}
+    first_out = (jnp.stack([column[c] for c in first], axis=-1) if first
+                 else jnp.zeros((*value.shape, 0), value.dtype))
+    return InputDerivatives(value, first_out, jnp.moveaxis(d2, 0, -1))
 
 
 def _check_points(x: Array) -> Array:
@@ -214,15 +225,12 @@ def kan_input_derivatives(
     x = _check_points(x)
     if x.shape[1] != widths[0]:
         raise ValueError(f"x must have {widths[0]} coordinates (layers_hidden[0]), got shape {x.shape}")
-    first = _coords("first", first, x.shape[1])
-    second = _coords("second", second, x.shape[1])
-    directions = second + tuple(c for c in first if c not in second)
+    first, second, directions = _requests(first, second, x.shape[1])
     config = model.config
     act = config.base_activation
     dtype = config.dtype if config.dtype is not None else jnp.result_type(x, variables["params"]["layers_0"]["base_weight"])
     z0 = x.astype(dtype)
-    z1 = jnp.broadcast_to(jax.nn.one_hot(jnp.array(directions, jnp.int32), x.shape[1], dtype=dtype)[:, None, :],
-                          (len(directions), *x.shape))
+    z1 = _tangents(directions, x, dtype)
     z2 = jnp.zeros((len(second), *x.shape), dtype)
     d2 = len(second)
     for i in range(len(widths) - 1):
@@ -243,8 +251,4 @@ def kan_input_derivatives(
              + jnp.dot(spline_rows.reshape(rows * batch, width * n), w_s.reshape(width * n, -1)))
         y = y.reshape(rows, batch, -1)
         z0, z1, z2 = y[0], y[1:1 + len(directions)], y[1 + len(directions):]
-    column = {c: z1[i] for i, c in enumerate(directions)}
-    empty = jnp.zeros((x.shape[0], z0.shape[1], 0), z0.dtype)
-    first_out = jnp.stack([column[c] for c in first], axis=-1) if first else empty
-    second_out = jnp.moveaxis(z2, 0, -1) if second else empty
-    return InputDerivatives(z0, first_out, second_out)
+    return _collect(z0, z1, z2, first, directions)
