@@ -29,6 +29,11 @@ def pytest_configure(config: pytest.Config) -> None:
     """Set :data:`FAST_COMPILE_FLAG` for the default run, before JAX starts its backend."""
     if config.getoption("markexpr") == "not slow" and FAST_COMPILE_FLAG not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}".strip()
+    if config.getoption("markexpr") == "not slow":
+        cache = Path(str(config.rootpath)) / ".pytest_cache" / "jax"
+        jax.config.update("jax_compilation_cache_dir", str(cache))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.02)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 #: The genuine MNIST IDX files shared with the project (never downloaded at test time).
 MNIST_DIR = default_mnist_dir()

@@ -161,7 +161,7 @@ def test_gradients_match_finite_differences_float64():
         return jnp.sum(jnp.sin(model.apply({"params": params, "grid": variables["grid"]}, xs)))
 
     check_grads(jax.jit(loss), (variables["params"], x), order=1, modes=["rev"], eps=1e-6, atol=1e-6, rtol=1e-6)
-    grads = jax.grad(loss)(variables["params"], x)
+    grads = jax.jit(jax.grad(loss))(variables["params"], x)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
 
