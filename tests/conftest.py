@@ -6,8 +6,9 @@ therefore also catch accidental promotion to float64).
 
 The default run is bound by XLA compilation (hundreds of small programs), so it switches off
 the CPU backend's LLVM optimisation (``--xla_backend_optimization_level=0``): the same IEEE
-results, compiled about a third faster. The slow run (``-m slow``: the studies and their
-published numbers) keeps XLA's defaults.
+results, compiled about a third faster), and its workers share compiled programs through JAX's
+persistent compilation cache in ``.pytest_cache/jax``. The slow run (``-m slow``: the studies
+and their published numbers) keeps XLA's defaults.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Set :data:`FAST_COMPILE_FLAG` for the default run, before JAX starts its backend."""
+    """The default run's compilation settings (module docstring), before JAX starts its backend."""
     if config.getoption("markexpr") == "not slow" and FAST_COMPILE_FLAG not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}".strip()
     if config.getoption("markexpr") == "not slow":
