@@ -174,10 +174,12 @@ def test_strategies_agree_with_reference_values_and_gradients(k, scaler, out_f):
     params, grid = layer_params(jax.random.key(k), 5, out_f, 7, k, scaler)
     x = jax.random.uniform(jax.random.key(9), (33, 5), jnp.float64, -1.6, 1.6)  # some outside the grid
     want = numpy_spline_branch(params, grid, x, k)
-    branch = jax.jit(layer.spline_branch, static_argnums=3)  # one program each: compiles faster than op by op
-    for strategy in ("unrolled", "dense", "local"):
-        got = np.asarray(branch(params, grid, x, strategy))
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=strategy)
+    branch = jax.jit(layer.spline_branch, static_argnums=(3, 4))  # one program each: compiles faster than op by op
+    # "local" in blocks of 2 inputs, then of 1 (the 5 inputs tile into 5 blocks only).
+    blocked = StrategyThresholds(local_block_bytes=2 * 33 * (k + 1) * out_f * 8)
+    for strategy, rule in (("unrolled", None), ("dense", None), ("local", None), ("local", blocked)):
+        got = np.asarray(branch(params, grid, x, strategy, rule))
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=f"{strategy} {rule}")
     # The per-edge outputs: summed over the inputs, the branch; each edge against the oracle.
     edges = np.asarray(layer.edge_outputs(params, grid, x))
     assert edges.shape == (33, 5, out_f)
@@ -185,11 +187,13 @@ def test_strategies_agree_with_reference_values_and_gradients(k, scaler, out_f):
     w = np.asarray(layer.scaled_spline_weight(params))
     np.testing.assert_allclose(edges, np.einsum("bij,ijo->bio", oracle_bases(np.asarray(x), np.asarray(grid), k), w), atol=1e-12)
 
-    def loss(p, v, strategy):
-        return jnp.sum(jnp.sin(layer.spline_branch(p, grid, v, strategy)))
+    def loss(p, v, strategy, rule=None):
+        return jnp.sum(jnp.sin(layer.spline_branch(p, grid, v, strategy, rule)))
 
-    grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=2)
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)), static_argnums=(2, 3))
     g_dense, g_local, g_unrolled = (grad(params, x, strategy) for strategy in ("dense", "local", "unrolled"))
+    for a, b in zip(jax.tree.leaves(grad(params, x, "local", blocked)), jax.tree.leaves(g_dense)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
     for a, b, c in zip(jax.tree.leaves(g_dense), jax.tree.leaves(g_local), jax.tree.leaves(g_unrolled)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(np.asarray(c), np.asarray(a), rtol=1e-10, atol=1e-12)
@@ -199,6 +203,26 @@ def test_strategies_agree_with_reference_values_and_gradients(k, scaler, out_f):
     s = np.asarray(params["spline_scaler"]) if scaler else np.ones((5, out_f))
     want_dw = np.einsum("bo,bij,io->ijo", np.cos(y), bases, s)
     np.testing.assert_allclose(np.asarray(g_local[0]["spline_weight"]), want_dw, rtol=1e-10, atol=1e-12)
+
+
+def test_local_step_memory_is_bounded_by_the_block_size():
+    # A training step's temporaries (XLA's buffer assignment, deterministic): the unblocked local
+    # branch holds the (B, in, k + 1, out) windows, 16 MiB here; in blocks of 1 MiB it holds a few.
+    batch, widths, k = 512, (64, 32), 3
+    windows = batch * widths[0] * (k + 1) * widths[1] * 4
+    x = jnp.zeros((batch, widths[0]), jnp.float32)
+
+    def temp_bytes(rule):
+        model = KANLinear(widths[1], grid_size=5, spline_strategy="local", strategy_thresholds=rule)
+        variables = jax.eval_shape(model.init, jax.random.key(0), x)
+        loss = lambda p, g: jnp.sum(model.apply({"params": p, "grid": g}, x) ** 2)
+        step = jax.jit(jax.grad(loss)).lower(variables["params"], variables["grid"]).compile()
+        return step.memory_analysis().temp_size_in_bytes
+
+    whole = temp_bytes(StrategyThresholds(local_block_bytes=2 * windows))
+    blocked = temp_bytes(StrategyThresholds(local_block_bytes=2**20))
+    assert whole >= windows
+    assert blocked <= windows / 4, (blocked, windows)
 
 
 def test_gather_gradient_sums_samples_in_the_same_interval():

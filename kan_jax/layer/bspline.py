@@ -17,7 +17,10 @@ formulations (:func:`spline_branch`):
   (:func:`kan_jax.splines.unrolled_bases`; small grids only);
 * ``"local"``: for every ``(sample, input)`` the ``k + 1`` coefficient rows of the interval
   the input falls in are gathered and combined with the ``k + 1`` local basis values (work
-  proportional to ``k + 1``, not to ``n``; the gradient is the matching scatter-add).
+  proportional to ``k + 1``, not to ``n``; the gradient is the matching scatter-add), over
+  blocks of inputs whose gathered windows fit in
+  :attr:`~kan_jax.layer.StrategyThresholds.local_block_bytes` (memory bounded whatever the
+  batch and width).
 
 Both spline tensors are stored in the order of the product, inputs first and outputs last
 (efficient-kan's ``(out, in, n)`` and ``(out, in)`` transposed), so the product, the gather of
@@ -40,7 +43,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from kan_jax import splines
-from kan_jax.layer.config import SPLINE_STRATEGIES, StrategyThresholds, choose_spline_strategy
+from kan_jax.layer.config import SPLINE_STRATEGIES, StrategyThresholds, choose_spline_strategy, default_thresholds
 
 __all__ = ["layer_spline_order", "scaled_spline_weight", "spline_branch", "edge_outputs", "refit_spline_weight"]
 
@@ -114,6 +117,58 @@ def _gather_windows(w: jax.Array, start: jax.Array, width: int) -> jax.Array:
     )
 
 
+def _local_block(w: jax.Array, scaler: Optional[jax.Array], grid: jax.Array, x: jax.Array, k: int) -> jax.Array:
+    # y[b, o] = sum_i s_io sum_q B_{start+q}(x_bi) w[i, start+q, o] for inputs x (B, c), w (c, n, out).
+    start, values = splines.local_bases(x, grid.astype(x.dtype), k)
+    edges = jnp.einsum("biq,biqo->bio", values, _gather_windows(w, start, k + 1))
+    return jnp.sum(edges if scaler is None else edges * scaler, axis=1)
+
+
+def _num_blocks(in_features: int, most_per_block: int) -> int:
+    """The fewest blocks of equal size, at most ``most_per_block`` inputs each, that tile the
+    inputs (``in_features`` when no count up to twice the fewest divides it)."""
+    fewest = -(-in_features // most_per_block)
+    for count in range(fewest, min(2 * fewest, in_features) + 1):
+        if in_features % count == 0:
+            return count
+    return in_features
+
+
+def _local_branch(params: Params, grid: jax.Array, x: jax.Array, k: int, block_bytes: int) -> jax.Array:
+    """The local formulation of the branch, ``(B, out)``, over blocks of inputs of bounded size.
+
+    The gathered windows of ``c`` inputs take ``B · c · (k + 1) · out`` elements. While those of
+    all inputs fit in ``block_bytes``, one block; otherwise a :func:`jax.lax.scan` over equal
+    blocks of inputs accumulates the output, its body rematerialised in the backward pass
+    (:func:`jax.checkpoint`), so that only a few blocks are alive at once in either pass.
+    """
+    w = params["spline_weight"].astype(x.dtype)
+    scaler = params.get("spline_scaler")
+    scaler = None if scaler is None else scaler.astype(x.dtype)
+    in_features, n, out_features = w.shape
+    batch = x.shape[0]
+    per_input = batch * (k + 1) * out_features * jnp.dtype(x.dtype).itemsize
+    most = max(1, int(block_bytes) // max(per_input, 1))
+    if most >= in_features:
+        return _local_block(w, scaler, grid, x, k)
+    blocks = _num_blocks(in_features, most)
+    c = in_features // blocks
+
+    @jax.checkpoint
+    def block(xs):
+        xb, gb, wb, sb = xs
+        return _local_block(wb, sb, gb, xb, k)
+
+    xs = (
+        jnp.swapaxes(x.reshape(batch, blocks, c), 0, 1),   # (blocks, B, c)
+        grid.reshape(blocks, c, grid.shape[-1]),
+        w.reshape(blocks, c, n, out_features),
+        None if scaler is None else scaler.reshape(blocks, c, out_features),
+    )
+    y, _ = lax.scan(lambda acc, xs: (acc + block(xs), None), jnp.zeros((batch, out_features), x.dtype), xs)
+    return y
+
+
 def _local_edges(params: Params, grid: jax.Array, x: jax.Array, k: int) -> jax.Array:
     # y[b, i, o] = s_io · sum_q B_{start+q}(x_bi) W_{i,start+q,o}, all in the dtype of x.
     start, values = splines.local_bases(x, grid.astype(x.dtype), k)
@@ -167,7 +222,8 @@ def spline_branch(
     if strategy == "auto":
         strategy = choose_spline_strategy(n, k, thresholds=thresholds)
     if strategy == "local":
-        return jnp.sum(_local_edges(params, grid, x, k), axis=1)
+        rule = default_thresholds() if thresholds is None else thresholds
+        return _local_branch(params, grid, x, k, rule.local_block_bytes)
     if strategy == "dense":
         bases = splines.basis_matrix(x, grid.astype(x.dtype), k)
     elif strategy == "unrolled":

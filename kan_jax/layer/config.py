@@ -55,11 +55,16 @@ class StrategyThresholds:
         input for which the dense product is used.
       unrolled_max_bases: Largest ``n`` for which the bases come from
         :func:`kan_jax.splines.unrolled_bases` (``0``: never).
+      local_block_bytes: Largest block of gathered coefficient windows of ``"local"``,
+        ``B · c · (k + 1) · out`` elements for ``c`` inputs, in bytes: wider layers are summed
+        over blocks of inputs, which bounds the step's memory.
     """
 
     # The CPU rule, set by `python -m benchmarks.crossover`.
     dense_max_bases_per_window: float = 42.0
     unrolled_max_bases: int = 16
+    # Set by `python -m benchmarks.step_memory` (memory) and `benchmarks.spline_scaling` (time).
+    local_block_bytes: int = 16 * 2**20
 
     def replace(self, **changes: Any) -> "StrategyThresholds":
         """A copy with ``changes`` applied."""
