@@ -122,7 +122,7 @@ def _tridiagonalize(matvec: Callable[[Array], Array], v0: Array, num_steps: int,
     nb = -(-m // bs)
     basis = jnp.zeros((nb * bs, n), dtype)
     nv0 = jnp.linalg.norm(v0)
-    q0 = jnp.where(nv0 > 0, v0 / jnp.where(nv0 > 0, nv0, 1), _random_unit(n, basis, n, dtype))
+    q0 = jax.lax.cond(nv0 > 0, lambda: v0 / jnp.where(nv0 > 0, nv0, 1), lambda: _random_unit(n, basis, n, dtype))
     basis = basis.at[0].set(q0)
 
     def body(j, carry):
