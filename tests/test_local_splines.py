@@ -175,8 +175,8 @@ def test_strategies_agree_with_reference_values_and_gradients(k, scaler, out_f):
     x = jax.random.uniform(jax.random.key(9), (33, 5), jnp.float64, -1.6, 1.6)  # some outside the grid
     want = numpy_spline_branch(params, grid, x, k)
     branch = jax.jit(layer.spline_branch, static_argnums=(3, 4))  # one program each: compiles faster than op by op
-    # "local" in blocks of 2 inputs, then of 1 (the 5 inputs tile into 5 blocks only).
-    blocked = StrategyThresholds(local_block_bytes=2 * 33 * (k + 1) * out_f * 8)
+    # "local" in blocks of 1 input (the windows of all 5 take more than four blocks).
+    blocked = StrategyThresholds(local_block_bytes=33 * (k + 1) * out_f * 8)
     for strategy, rule in (("unrolled", None), ("dense", None), ("local", None), ("local", blocked)):
         got = np.asarray(branch(params, grid, x, strategy, rule))
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, err_msg=f"{strategy} {rule}")
@@ -223,6 +223,17 @@ def test_local_step_memory_is_bounded_by_the_block_size():
     blocked = temp_bytes(StrategyThresholds(local_block_bytes=2**20))
     assert whole >= windows
     assert blocked <= windows / 4, (blocked, windows)
+
+
+def test_blocked_local_branch_has_forward_mode_and_hessian_vector_products():
+    params, grid = layer_params(jax.random.key(0), 6, 3, 7, 3)
+    x = jax.random.uniform(jax.random.key(1), (9, 6), jnp.float64, -1, 1)
+    blocked = StrategyThresholds(local_block_bytes=9 * 4 * 3 * 8)  # one input per block
+    loss = lambda p, strategy, rule: jnp.sum(jnp.sin(layer.spline_branch(p, grid, x, strategy, rule)))
+    v = jax.tree.map(lambda a: jnp.cos(jnp.arange(a.size, dtype=a.dtype)).reshape(a.shape), params)
+    hvp = jax.jit(lambda p, s, r: jax.jvp(jax.grad(lambda q: loss(q, s, r)), (p,), (v,))[1], static_argnums=(1, 2))
+    for a, b in zip(jax.tree.leaves(hvp(params, "local", blocked)), jax.tree.leaves(hvp(params, "dense", None))):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
 
 
 def test_gather_gradient_sums_samples_in_the_same_interval():

@@ -138,9 +138,11 @@ def _local_branch(params: Params, grid: jax.Array, x: jax.Array, k: int, block_b
     """The local formulation of the branch, ``(B, out)``, over blocks of inputs of bounded size.
 
     The gathered windows of ``c`` inputs take ``B · c · (k + 1) · out`` elements. While those of
-    all inputs fit in ``block_bytes``, one block; otherwise a :func:`jax.lax.scan` over equal
-    blocks of inputs accumulates the output, its body rematerialised in the backward pass
-    (:func:`jax.checkpoint`), so that only a few blocks are alive at once in either pass.
+    all inputs fit in four blocks of ``block_bytes``, one block (blocking would cost more time
+    than it saves memory); otherwise a :func:`jax.lax.scan` over equal blocks of inputs of at
+    most ``block_bytes`` accumulates the output, its body rematerialised in the backward pass
+    (:func:`jax.checkpoint`), so that only a few blocks are alive at once in either pass. Every
+    transformation (``grad``, ``jvp``, ``vmap``, Hessian-vector products) applies.
     """
     w = params["spline_weight"].astype(x.dtype)
     scaler = params.get("spline_scaler")
@@ -149,7 +151,7 @@ def _local_branch(params: Params, grid: jax.Array, x: jax.Array, k: int, block_b
     batch = x.shape[0]
     per_input = batch * (k + 1) * out_features * jnp.dtype(x.dtype).itemsize
     most = max(1, int(block_bytes) // max(per_input, 1))
-    if most >= in_features:
+    if most >= in_features or per_input * in_features <= 4 * int(block_bytes):
         return _local_block(w, scaler, grid, x, k)
     blocks = _num_blocks(in_features, most)
     c = in_features // blocks

@@ -56,8 +56,9 @@ class StrategyThresholds:
       unrolled_max_bases: Largest ``n`` for which the bases come from
         :func:`kan_jax.splines.unrolled_bases` (``0``: never).
       local_block_bytes: Largest block of gathered coefficient windows of ``"local"``,
-        ``B · c · (k + 1) · out`` elements for ``c`` inputs, in bytes: wider layers are summed
-        over blocks of inputs, which bounds the step's memory.
+        ``B · c · (k + 1) · out`` elements for ``c`` inputs, in bytes: a layer whose windows
+        take more than four such blocks is summed over blocks of inputs, which bounds the
+        step's memory.
     """
 
     # The CPU rule, set by `python -m benchmarks.crossover`.
