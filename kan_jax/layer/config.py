@@ -129,7 +129,9 @@ class KANLayerConfig:
         ``"legendre"``), the number of frequencies (``"fourier"``) or of centres (``"rbf"``,
         ``>= 2``); after a grid refinement the actual size is read from the variables.
       spline_order: Order ``k >= 0`` of the splines (``"bspline"`` only).
-      scale_noise: Size of the initial spline noise, ``>= 0`` (efficient-kan's ``scale_noise``).
+      scale_noise: Size of the initial spline noise, ``>= 0`` (efficient-kan's ``scale_noise``);
+        for the other basis families the standard deviation of the spline branch's outputs at
+        initialisation (:func:`kan_jax.layer.init.basis_normal`).
       scale_base: Kaiming-uniform gain of ``base_weight``, ``>= 0``.
       scale_spline: Kaiming-uniform gain of ``spline_scaler``, ``>= 0``.
       enable_standalone_scale_spline: Whether to learn a per-edge ``spline_scaler``

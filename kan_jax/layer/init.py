@@ -13,8 +13,8 @@ initialisation). With the layer's key split by :func:`layer_keys` both give the 
   drawn in efficient-kan's ``(out, in)`` order and transposed.
 
 The coefficients of the other basis families (``basis``) are Gaussian, :func:`basis_normal`,
-with the variance that gives the spline branch a unit-order output at initialisation
-(:func:`coefficient_initializer` picks the family's initialiser).
+with the variance that gives the spline branch outputs of standard deviation ``scale_noise``
+at initialisation (:func:`coefficient_initializer` picks the family's initialiser).
 
 The fit of a concrete knot row is factored once on the host in float64 NumPy and cached: with
 distinct interior knots as :math:`A^\top (L L^\top)^{-1}`, :math:`L` the banded Cholesky factor
@@ -142,21 +142,24 @@ def spline_noise(
     return init
 
 
-def basis_normal(mean_square: float, scale: float = 1.0, scaled: bool = True) -> Initializer:
-    r"""Gaussian coefficients ``(in, n, out)`` of a basis family, with the variance rule of ChebyKAN and jaxKAN.
+def basis_normal(mean_square: float, scale: float = 0.1, scaled: bool = True) -> Initializer:
+    r"""Gaussian coefficients ``(in, n, out)`` of a basis family, sized by the spline branch's output.
 
     With the bases' mean square sum :math:`S = E \sum_j \phi_j(x)^2` (the family's, for its
     reference input distribution) and i.i.d. effective coefficients :math:`c = W s` of variance
-    :math:`1 / (\mathrm{in}\, S)`, every output of the spline branch has variance 1 at
-    initialisation, whatever ``in`` and ``n``. Without a scaler, :math:`W` itself has the
-    standard deviation :math:`\mathrm{scale} / \sqrt{\mathrm{in}\, S}`; with the
-    efficient-kan scaler (uniform, variance :math:`1 / (3\, \mathrm{in})` at gain 1),
-    :math:`W` has :math:`\sqrt{3 / S}`, so :math:`W s` has the same variance and follows the
-    scaler's gain.
+    :math:`\mathrm{scale}^2 / (\mathrm{in}\, S)`, every output of the spline branch has the
+    standard deviation ``scale`` at initialisation, whatever ``in`` and ``n`` (the rule of
+    ChebyKAN's and jaxKAN's :math:`1/\sqrt{\mathrm{in}\,(D + 1)}`, scaled down: the layer starts
+    close to its base branch, as a B-spline layer from its small spline noise). Without a
+    scaler :math:`W` has the standard deviation :math:`\mathrm{scale} / \sqrt{\mathrm{in}\, S}`;
+    with the efficient-kan scaler (uniform, variance :math:`1 / (3\, \mathrm{in})` at gain 1)
+    :math:`W` has :math:`\mathrm{scale}\,\sqrt{3 / S}`, so :math:`W s` has the same variance
+    and follows the scaler's gain.
 
     Args:
       mean_square: :math:`S > 0`.
-      scale: Factor of the standard deviation without a scaler (``scale_spline``).
+      scale: The outputs' standard deviation (``scale_noise``; times ``scale_spline`` for a
+        layer without a scaler).
       scaled: Whether the layer has a ``spline_scaler``.
 
     Returns:
@@ -168,7 +171,7 @@ def basis_normal(mean_square: float, scale: float = 1.0, scaled: bool = True) ->
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
         if len(shape) != 3:
             raise ValueError(f"basis_normal initialises (in, n, out) weights, got shape {tuple(shape)}")
-        std = math.sqrt(3.0 / mean_square) if scaled else scale / math.sqrt(shape[0] * mean_square)
+        std = scale * math.sqrt(3.0 / mean_square) if scaled else scale / math.sqrt(shape[0] * mean_square)
         return (jnp.float32(std) * jax.random.normal(key, tuple(shape), jnp.float32)).astype(dtype)
 
     return init
@@ -185,8 +188,10 @@ def coefficient_initializer(config: KANLayerConfig) -> Initializer:
         return spline_noise(config.spline_order, config.grid_range, config.scale_noise, 1.0 if scaled else config.scale_spline)
     family = basis_family(config.basis)
 
+    scale = config.scale_noise * (1.0 if scaled else config.scale_spline)
+
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
-        return basis_normal(family.mean_square(shape[1]), config.scale_spline, scaled)(key, shape, dtype)
+        return basis_normal(family.mean_square(shape[1]), scale, scaled)(key, shape, dtype)
 
     return init
 
