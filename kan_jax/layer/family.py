@@ -71,7 +71,7 @@ def unscaled_fit(fitted: jax.Array, params: Params) -> jax.Array:
 
 @dataclasses.dataclass(frozen=True)
 class DenseFamily:
-    """A basis family given by its bases, their number and the grid they need.
+    r"""A basis family given by its bases, their number and the grid they need.
 
     Instances are immutable and hashable (static under ``jit``); the families of this library
     are ``kan_jax.layer.polynomial.CHEBYSHEV``, ``LEGENDRE``, ``kan_jax.layer.fourier.FOURIER`` and

@@ -422,6 +422,7 @@ def init_layer(
     return params, grid
 
 
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _init_basis_layer(key: jax.Array, in_features: int, out_features: int, config: KANLayerConfig) -> dict[str, jax.Array]:
     # The initialisers the Linen layer declares, with the same keys (so the same values).
     dtype = jnp.dtype(config.param_dtype)
