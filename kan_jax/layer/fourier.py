@@ -30,10 +30,19 @@ def fourier_bases(x: jax.Array, frequencies: int) -> jax.Array:
       frequencies: ``G >= 1`` (static).
 
     Returns:
-      ``(*x.shape, 2 G)``: ``[..., 2 (j - 1)]`` is ``cos(j x)``, ``[..., 2 j - 1]`` is ``sin(j x)``.
+      ``(*x.shape, 2 G)``: ``[..., 2 (j - 1)]`` is ``cos(j x)``, ``[..., 2 j - 1]`` is ``sin(j x)``,
+      from ``cos x`` and ``sin x`` by the Chebyshev recurrences :math:`\cos jx = T_j(\cos x)`,
+      :math:`\sin jx = \sin x\, U_{j-1}(\cos x)` (two transcendental functions per input; the
+      rounding error grows about linearly with ``j``).
     """
-    jx = x[..., None] * jnp.arange(1, int(frequencies) + 1, dtype=x.dtype)
-    return jnp.stack([jnp.cos(jx), jnp.sin(jx)], axis=-1).reshape(*x.shape, 2 * int(frequencies))
+    g = int(frequencies)
+    c, s = jnp.cos(x), jnp.sin(x)
+    cos_j, u = [c, 2 * c * c - 1], [jnp.ones_like(c), 2 * c]  # T_j(c) = cos(j x), U_j(c) sin x = sin((j + 1) x)
+    for _ in range(2, g):
+        cos_j.append(2 * c * cos_j[-1] - cos_j[-2])
+        u.append(2 * c * u[-1] - u[-2])
+    pairs = jnp.stack([jnp.stack(cos_j[:g], axis=-1), s[..., None] * jnp.stack(u[:g], axis=-1)], axis=-1)
+    return pairs.reshape(*x.shape, 2 * g)
 
 
 FOURIER = DenseFamily(
