@@ -118,7 +118,7 @@ class KANLayerFields(nn.Module):
 
 
 class KANLinear(KANLayerFields):
-    """A Kolmogorov-Arnold layer: SiLU base branch plus learnable B-spline edges.
+    """A Kolmogorov-Arnold layer: SiLU base branch plus learnable B-spline edges (or another ``basis``).
 
     ``y = base_activation(x) @ base_weight.T + B(x) @ (spline_weight * spline_scaler[:, None])``
     with ``B(x)`` the ``(B, in·n)`` order-``k`` B-spline bases of the inputs on their knot grid
