@@ -6,9 +6,11 @@ Legendre degree, Fourier frequencies, RBF centres), side by side in one process:
 
 * kan_jax's :class:`kan_jax.KAN` with ``basis`` = bspline, chebyshev, legendre, fourier, rbf;
 * jaxKAN 0.3.7's layer of the same family (``spline``, ``chebyshev``, ``legendre``, ``fourier``,
-  ``rbf``) in its ``KAN`` model, configured as close to ours as its options go (the SiLU
-  residual branch and per-edge external weights where the layer has them; its default flavour,
-  initialisation and bias otherwise), when ``jaxkan`` is importable;
+  ``rbf``) in its ``KAN`` model, configured to our layer's function as far as its options go
+  (the SiLU residual branch, per-edge external weights, no bias: the degree-0 polynomial is a
+  basis; its default flavour and initialisation), when ``jaxkan`` is importable; its Fourier
+  layer has neither residual branch nor external weights, so ours is also measured without
+  ``spline_scaler`` (``fourier, no scaler``);
 * the dense MLP (ReLU) of the B-spline KAN's parameter count, ``[in, H, out]``.
 
 Columns: the forward pass, forward and backward (the loss and its gradient), and one Adam step
@@ -110,8 +112,8 @@ def measure(apply: Callable, params: Any, x: jax.Array, y: jax.Array, out: int, 
     }
 
 
-def ours(basis: str, widths: list[int], x: jax.Array) -> tuple[Callable, Any]:
-    model = KAN(widths, basis=basis, grid_size=RESOLUTION)
+def ours(basis: str, widths: list[int], x: jax.Array, **options: Any) -> tuple[Callable, Any]:
+    model = KAN(widths, basis=basis, grid_size=RESOLUTION, **options)
     variables = jax.jit(model.init)(jax.random.key(0), x)
     grid = variables["grid"]
     return (lambda p, z: model.apply({"params": p, "grid": grid}, z)), variables["params"]
@@ -122,12 +124,14 @@ def jaxkan_model(basis: str, widths: list[int]) -> tuple[Callable, Any]:
     from jaxkan.models.KAN import KAN as JaxKAN
 
     layer_type = JAXKAN_TYPE[basis]
+    # the function of our layer: no bias (the degree-0 polynomial is a basis function), the
+    # SiLU residual and per-edge external weights (our spline_scaler)
     if layer_type == "spline":
-        options = {"k": 3, "G": RESOLUTION}
+        options = {"k": 3, "G": RESOLUTION, "add_bias": False}
     elif layer_type == "fourier":
-        options = {"D": RESOLUTION}
+        options = {"D": RESOLUTION, "add_bias": False}  # no residual branch in jaxKAN's Fourier layer
     else:
-        options = {"D": RESOLUTION, "residual": nnx.silu, "external_weights": True}
+        options = {"D": RESOLUTION, "residual": nnx.silu, "external_weights": True, "add_bias": False}
     model = JaxKAN(layer_dims=list(widths), layer_type=layer_type, required_parameters=options, seed=0)
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     return (lambda p, z: nnx.merge(graphdef, p, rest)(z)), params
@@ -154,20 +158,23 @@ def shape_table(name: str, args: argparse.Namespace, have_jaxkan: bool) -> str:
     rows = []
     n_bspline = None
     for basis in args.bases:
-        apply, params = ours(basis, widths, x)
-        n = count(params)
-        n_bspline = n if basis == "bspline" else n_bspline
-        mine = measure(apply, params, x, y, widths[-1], args)
         theirs = None
         if have_jaxkan:
             j_apply, j_params = jaxkan_model(basis, widths)
             theirs = measure(j_apply, j_params, x, y, widths[-1], args)
-        ratio = "—" if theirs is None else f"{theirs['step'] / mine['step']:.2f}×"
-        rows.append(
-            f"| {basis} | {n:,} | {fmt(mine, 'forward')} | {fmt(mine, 'backward')} | {fmt(mine, 'step')} | {fmt(mine, 'temp')} "
-            f"| {fmt(theirs, 'forward')} | {fmt(theirs, 'backward')} | {fmt(theirs, 'step')} | {fmt(theirs, 'temp')} | {ratio} |"
-        )
-        print(rows[-1], flush=True)
+        variants = [(basis, {})] + ([("fourier, no scaler", {"enable_standalone_scale_spline": False})] if basis == "fourier" else [])
+        for label, options in variants:
+            apply, params = ours(basis, widths, x, **options)
+            n = count(params)
+            n_bspline = n if basis == "bspline" else n_bspline
+            mine = measure(apply, params, x, y, widths[-1], args)
+            ratio = "—" if theirs is None else f"{theirs['step'] / mine['step']:.2f}×"
+            rows.append(
+                f"| {label} | {n:,} | {fmt(mine, 'forward')} | {fmt(mine, 'backward')} | {fmt(mine, 'step')} "
+                f"| {fmt(mine, 'temp')} | {fmt(theirs, 'forward')} | {fmt(theirs, 'backward')} | {fmt(theirs, 'step')} "
+                f"| {fmt(theirs, 'temp')} | {ratio} |"
+            )
+            print(rows[-1], flush=True)
     if n_bspline is None:
         n_bspline = count(ours("bspline", widths, x)[1])
     m_apply, m_params, hidden = mlp(widths, n_bspline, x)
@@ -178,7 +185,7 @@ def shape_table(name: str, args: argparse.Namespace, have_jaxkan: bool) -> str:
     )
     head = (
         f"{widths}, batch {batch}, resolution {RESOLUTION}: milliseconds per call; temporaries of the compiled Adam step (MB).\n\n"
-        "| basis | params | forward | fwd + bwd | Adam step | temp MB | jaxKAN forward | jaxKAN fwd + bwd "
+        "| basis | params (kan_jax) | forward | fwd + bwd | Adam step | temp MB | jaxKAN forward | jaxKAN fwd + bwd "
         "| jaxKAN Adam step | jaxKAN temp MB | jaxKAN / kan_jax step |\n" + "|---" * 11 + "|"
     )
     return head + "\n" + "\n".join(rows)
@@ -206,8 +213,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     body = [
         "## Basis families against jaxKAN and the MLP (`python -m benchmarks.bases`)\n",
         f"Machine: {machine_name()}.{note} One process, jitted calls back to back (best of {args.repeats} loops); "
-        "jaxKAN 0.3.7 in its `KAN` model with the matching layer (SiLU residual and external weights where the "
-        "layer offers them, its defaults otherwise); the MLP has the B-spline KAN's parameter count.\n",
+        "jaxKAN 0.3.7 in its `KAN` model with the matching layer, configured to our layer's function (SiLU "
+        "residual, external weights, no bias; its Fourier layer has neither residual nor external weights, hence "
+        "the row of ours without `spline_scaler`), its default flavour otherwise; the MLP has the B-spline KAN's "
+        "parameter count.\n",
     ]
     for name in args.shapes:
         body.append(shape_table(name, args, have_jaxkan) + "\n")

@@ -64,7 +64,9 @@ def random_layer(basis, key, in_f=3, out_f=2, grid_size=4, **kw):
 
 @pytest.mark.parametrize("basis", OTHERS)
 def test_layer_matches_numpy_is_finite_far_out_and_has_exact_gradients(basis):
-    config, params, grid = random_layer(basis, jax.random.key(0), in_f=2)
+    scaler = basis in ("fourier", "rbf")  # with and without spline_scaler
+    config, params, grid = random_layer(basis, jax.random.key(0), in_f=2, enable_standalone_scale_spline=scaler)
+    assert ("spline_scaler" in params) == scaler
     x = jax.random.uniform(jax.random.key(1), (8, 2), jnp.float64, -2.0, 2.0)
     got = layer_apply(params, grid, x, config)
     want = np_layer(basis, params, grid, np.asarray(x))
@@ -115,7 +117,9 @@ def test_refine_nested_families_exactly_and_coarsen_by_least_squares(basis):
 
 
 def test_rbf_grid_update_places_centres_and_fits_by_least_squares():
-    config, params, grid = random_layer("rbf", jax.random.key(7), grid_size=5, grid_range=(-2.0, 2.0))
+    config, params, grid = random_layer(
+        "rbf", jax.random.key(7), grid_size=5, grid_range=(-2.0, 2.0), enable_standalone_scale_spline=True
+    )
     x = jax.random.uniform(jax.random.key(8), (256, 3), jnp.float64, -1.5, 1.8)
     new, new_grid = layer_update_grid(params, grid, x, grid_size=9, grid_eps=1.0, margin=0.1, basis="rbf")
     xs = np.asarray(x)

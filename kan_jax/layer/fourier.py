@@ -23,7 +23,7 @@ __all__ = ["fourier_bases", "FOURIER"]
 
 
 def fourier_bases(x: jax.Array, frequencies: int) -> jax.Array:
-    """``cos(j x), sin(j x)`` for ``j = 1 .. G``, interleaved.
+    r"""``cos(j x), sin(j x)`` for ``j = 1 .. G``, interleaved.
 
     Args:
       x: Inputs, any shape.
