@@ -14,8 +14,9 @@ Legendre degree, Fourier frequencies, RBF centres), side by side in one process:
 * the dense MLP (ReLU) of the B-spline KAN's parameter count, ``[in, H, out]``.
 
 Columns: the forward pass, forward and backward (the loss and its gradient), and one Adam step
-(parameters and optimizer state donated), each jitted and timed as back-to-back calls (best of
-``--repeats`` loops of at least ``--min-seconds``); and ``memory_analysis().temp_size_in_bytes``
+(parameters and optimizer state donated), each jitted and timed as back-to-back calls, the
+programs of a basis and of its jaxKAN counterpart interleaved (``--repeats`` rounds of one loop
+of at least ``--min-seconds`` each, the best round kept); and ``memory_analysis().temp_size_in_bytes``
 of the compiled Adam step. The loss is the cross-entropy on random labels (10 outputs) or the
 mean squared error on random targets (one output), on random inputs in ``[-1, 1]``.
 
@@ -68,24 +69,25 @@ def loss_of(apply: Callable[[Any, jax.Array], jax.Array], out: int) -> Callable[
     return lambda p, x, y: optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y.astype(jnp.int32)).mean()
 
 
-def loop_ms(call: Callable[[], Any], repeats: int, min_seconds: float) -> float:
-    """Milliseconds per call of ``call`` (asynchronous dispatch), best of ``repeats`` loops."""
+def calibrate(call: Callable[[], Any], min_seconds: float) -> int:
+    """Calls of ``call`` (after a warm-up) that take at least ``min_seconds``, at least 3."""
     jax.block_until_ready(call())
     t = time.perf_counter()
     jax.block_until_ready(call())
-    inner = max(3, int(min_seconds / max(time.perf_counter() - t, 1e-6)))
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(inner):
-            out = call()
-        jax.block_until_ready(out)
-        best = min(best, (time.perf_counter() - t) / inner)
-    return 1e3 * best
+    return max(3, int(min_seconds / max(time.perf_counter() - t, 1e-6)))
 
 
-def measure(apply: Callable, params: Any, x: jax.Array, y: jax.Array, out: int, args: argparse.Namespace) -> dict[str, float]:
-    """Forward, forward + backward and Adam-step times (ms) and the Adam step's temporaries (MB)."""
+def loop_s(call: Callable[[], Any], inner: int) -> float:
+    """Seconds per call of ``call`` over ``inner`` back-to-back calls (asynchronous dispatch)."""
+    t = time.perf_counter()
+    for _ in range(inner):
+        out = call()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t) / inner
+
+
+def programs(apply: Callable, params: Any, x: jax.Array, y: jax.Array, out: int) -> tuple[dict[str, Callable[[], Any]], float]:
+    """The forward, forward + backward and Adam-step calls, and the Adam step's temporaries (MB)."""
     loss = loss_of(apply, out)
     tx = optax.adam(1e-3)
     forward = jax.jit(apply)
@@ -104,12 +106,20 @@ def measure(apply: Callable, params: Any, x: jax.Array, y: jax.Array, out: int, 
         state[0], state[1], value = compiled(state[0], state[1], x, y)
         return value
 
-    return {
-        "forward": loop_ms(lambda: forward(params, x), args.repeats, args.min_seconds),
-        "backward": loop_ms(lambda: grad(params, x, y), args.repeats, args.min_seconds),
-        "step": loop_ms(train, args.repeats, args.min_seconds),
-        "temp": temp_mb,
-    }
+    calls = {"forward": lambda: forward(params, x), "backward": lambda: grad(params, x, y), "step": train}
+    return calls, temp_mb
+
+
+def measure_side_by_side(models: dict[str, tuple[dict[str, Callable[[], Any]], float]], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Milliseconds per call of every program of every model, interleaved: ``--repeats`` rounds,
+    each timing one loop of every program in turn, the best round kept (a load burst on a shared
+    machine then hits the programs alike, and the quietest round is kept for each)."""
+    inner = {(m, k): calibrate(call, args.min_seconds) for m, (calls, _) in models.items() for k, call in calls.items()}
+    best = {key: float("inf") for key in inner}
+    for _ in range(args.repeats):
+        for (m, k), n in inner.items():
+            best[(m, k)] = min(best[(m, k)], loop_s(models[m][0][k], n))
+    return {m: {**{k: 1e3 * best[(m, k)] for k in calls}, "temp": temp} for m, (calls, temp) in models.items()}
 
 
 def ours(basis: str, widths: list[int], x: jax.Array, **options: Any) -> tuple[Callable, Any]:
@@ -158,19 +168,22 @@ def shape_table(name: str, args: argparse.Namespace, have_jaxkan: bool) -> str:
     rows = []
     n_bspline = None
     for basis in args.bases:
-        theirs = None
-        if have_jaxkan:
-            j_apply, j_params = jaxkan_model(basis, widths)
-            theirs = measure(j_apply, j_params, x, y, widths[-1], args)
         variants = [(basis, {})] + ([("fourier, no scaler", {"enable_standalone_scale_spline": False})] if basis == "fourier" else [])
+        models, sizes = {}, {}
         for label, options in variants:
             apply, params = ours(basis, widths, x, **options)
-            n = count(params)
-            n_bspline = n if basis == "bspline" else n_bspline
-            mine = measure(apply, params, x, y, widths[-1], args)
+            sizes[label] = count(params)
+            models[label] = programs(apply, params, x, y, widths[-1])
+        if have_jaxkan:
+            models["jaxkan"] = programs(*jaxkan_model(basis, widths), x, y, widths[-1])
+        times = measure_side_by_side(models, args)
+        n_bspline = sizes[basis] if basis == "bspline" else n_bspline
+        theirs = times.get("jaxkan")
+        for label, _ in variants:
+            mine = times[label]
             ratio = "—" if theirs is None else f"{theirs['step'] / mine['step']:.2f}×"
             rows.append(
-                f"| {label} | {n:,} | {fmt(mine, 'forward')} | {fmt(mine, 'backward')} | {fmt(mine, 'step')} "
+                f"| {label} | {sizes[label]:,} | {fmt(mine, 'forward')} | {fmt(mine, 'backward')} | {fmt(mine, 'step')} "
                 f"| {fmt(mine, 'temp')} | {fmt(theirs, 'forward')} | {fmt(theirs, 'backward')} | {fmt(theirs, 'step')} "
                 f"| {fmt(theirs, 'temp')} | {ratio} |"
             )
@@ -178,7 +191,7 @@ def shape_table(name: str, args: argparse.Namespace, have_jaxkan: bool) -> str:
     if n_bspline is None:
         n_bspline = count(ours("bspline", widths, x)[1])
     m_apply, m_params, hidden = mlp(widths, n_bspline, x)
-    r = measure(m_apply, m_params, x, y, widths[-1], args)
+    r = measure_side_by_side({"mlp": programs(m_apply, m_params, x, y, widths[-1])}, args)["mlp"]
     rows.append(
         f"| MLP [{widths[0]}, {hidden}, {widths[2]}] | {count(m_params):,} | {fmt(r, 'forward')} | {fmt(r, 'backward')} "
         f"| {fmt(r, 'step')} | {fmt(r, 'temp')} | | | | | |"
@@ -195,7 +208,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", nargs="+", choices=sorted(SHAPES), default=list(SHAPES))
     parser.add_argument("--bases", nargs="+", choices=BASES, default=list(BASES))
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved rounds; the best is kept")
     parser.add_argument("--min-seconds", type=float, default=0.3, help="least duration of one timed loop")
     parser.add_argument("--no-jaxkan", action="store_true", help="skip jaxKAN's columns")
     parser.add_argument("--load", default="", help="a note on the machine's load, for the table")
@@ -212,7 +225,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     note = f" {args.load}" if args.load else ""
     body = [
         "## Basis families against jaxKAN and the MLP (`python -m benchmarks.bases`)\n",
-        f"Machine: {machine_name()}.{note} One process, jitted calls back to back (best of {args.repeats} loops); "
+        f"Machine: {machine_name()}.{note} One process, jitted calls back to back, the programs of a row and its jaxKAN "
+        f"counterpart interleaved (best of {args.repeats} rounds); "
         "jaxKAN 0.3.7 in its `KAN` model with the matching layer, configured to our layer's function (SiLU "
         "residual, external weights, no bias; its Fourier layer has neither residual nor external weights, hence "
         "the row of ours without `spline_scaler`), its default flavour otherwise; the MLP has the B-spline KAN's "

@@ -39,8 +39,8 @@ def gaussian_bases(x: jax.Array, centres: jax.Array) -> jax.Array:
       ``(..., in, G)``, in the dtype of ``x``.
     """
     centres = centres.astype(x.dtype)
-    width = (centres[:, -1:] - centres[:, :1]) / (centres.shape[-1] - 1)  # (in, 1)
-    return jnp.exp(-jnp.square((x[..., None] - centres) / width))
+    inverse_width = (centres.shape[-1] - 1) / (centres[:, -1:] - centres[:, :1])  # (in, 1)
+    return jnp.exp(-jnp.square((x[..., None] - centres) * inverse_width))
 
 
 def _uniform_centres(grid_size: int, grid_range: tuple[float, float], in_features: int, dtype: Any) -> jax.Array:
