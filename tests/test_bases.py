@@ -154,7 +154,7 @@ def test_refine_opt_state_carries_the_moments_of_kept_coefficients():
     np.testing.assert_array_equal(np.asarray(reset[0].mu["spline_weight"]), 0.0)
 
 
-@pytest.mark.parametrize("basis", ["chebyshev", "rbf"])
+@pytest.mark.parametrize("basis", ["chebyshev", pytest.param("rbf", marks=pytest.mark.slow)])
 def test_linen_and_nnx_fronts_agree(basis):
     x = jax.random.uniform(jax.random.key(10), (8, 2), jnp.float32, -1.0, 1.0)
     nnx_model = NnxKAN([2, 3, 1], basis=basis, rngs=nnx.Rngs(0))
@@ -216,6 +216,7 @@ def test_hessian_vector_product_matches_jax_hessian():
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_network_view_reads_other_families():
     basis = "rbf"
     model = KAN([2, 2, 1], basis=basis)
