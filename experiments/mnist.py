@@ -81,10 +81,10 @@ def load_finished(path: Path, config: StudyConfig, hp: dict[str, Any]) -> Option
     except (OSError, json.JSONDecodeError) as err:
         print(f"warning: {path} is unreadable ({err}); running it again", file=sys.stderr)
         return None
-    if record.get("config") != dataclasses.asdict(config) or record.get("hyperparameters") != hp:
+    if record.get("config") != config.key() or record.get("hyperparameters") != hp:
         raise SystemExit(
             f"error: {path} was made with another configuration:\n  stored {record.get('config')} "
-            f"{record.get('hyperparameters')}\n  asked  {dataclasses.asdict(config)} {hp}\n"
+            f"{record.get('hyperparameters')}\n  asked  {config.key()} {hp}\n"
             "use another --out-dir, or --force to overwrite"
         )
     if len(record.get("epochs", [])) != config.epochs:

@@ -22,6 +22,7 @@ from experiments._cli import option
 from experiments._env import device_description
 from experiments.mnist_protocol import HYPERPARAMETERS, make_optimizer
 from kan_jax import KAN
+from kan_jax.layer import BASES, KANLayerConfig
 from kan_jax.training import init_train_state, make_epoch_fn, num_batches, sharding
 from kan_jax.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -38,6 +39,7 @@ class StudyConfig:
     hidden: int = option(64, help="hidden width of the [784, H, 10] KAN")
     grid_size: int = option(5, help="spline grid intervals G")
     spline_order: int = option(3, help="spline order k")
+    basis: str = option("bspline", choices=BASES, help="basis family of the KAN layers (grid size: its resolution)")
     train_subset: Optional[int] = option(None, help="use only the first N training images")
     test_subset: Optional[int] = option(None, help="use only the first N test images")
 
@@ -51,6 +53,17 @@ class StudyConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+        try:
+            KANLayerConfig(grid_size=self.grid_size, spline_order=self.spline_order, basis=self.basis)
+        except ValueError as err:
+            raise ValueError(f"--basis {self.basis}: {err}") from None
+
+    def key(self) -> dict[str, Any]:
+        """The fields as a dict, the resume key of records and checkpoints (B-spline runs omit ``basis``)."""
+        fields = dataclasses.asdict(self)
+        if fields["basis"] == "bspline":
+            del fields["basis"]
+        return fields
 
 
 def checkpoint_path(directory: Path, algo: str, seeds: Sequence[int]) -> Path:
@@ -142,7 +155,9 @@ def train_algorithm(
     x_train, y_train, x_test, y_test = data
     steps = num_batches(x_train.shape[0], config.batch_size)
     tx, schedule = make_optimizer(algo, steps, **{k: hp[k] for k in HYPERPARAMETERS if k in hp})
-    model = KAN([x_train.shape[1], config.hidden, 10], grid_size=config.grid_size, spline_order=config.spline_order)
+    model = KAN(
+        [x_train.shape[1], config.hidden, 10], grid_size=config.grid_size, spline_order=config.spline_order, basis=config.basis
+    )
     keys = [jax.random.split(jax.random.key(s)) for s in seeds]
     init_keys = jnp.stack([k[0] for k in keys])
     shuffle_keys = jnp.stack([k[1] for k in keys])
@@ -175,7 +190,7 @@ def train_algorithm(
         first = 0
         group_seeds = [seeds[i] for i in group]
         path = None if checkpoint_dir is None else checkpoint_path(checkpoint_dir, algo, group_seeds)
-        meta_key = {"algo": algo, "seeds": group_seeds, "config": dataclasses.asdict(config), "hyperparameters": hp}
+        meta_key = {"algo": algo, "seeds": group_seeds, "config": config.key(), "hyperparameters": hp}
         fresh = jax.device_get((state, jax.random.key_data(shuffle)))  # host values (the restore template)
         found = None
         if path is not None:
@@ -225,7 +240,7 @@ def train_algorithm(
         {
             "algo": algo,
             "seed": seed,
-            "config": dataclasses.asdict(config),
+            "config": config.key(),
             "hyperparameters": hp,
             "steps_per_epoch": steps,
             "epochs": history[i],

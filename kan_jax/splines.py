@@ -42,6 +42,7 @@ __all__ = [
     "unrolled_bases",
     "UNROLLED_MAX_BASES",
     "num_bases",
+    "fit_coefficients",
     "fit_spline_coefficients",
     "adaptive_grid",
 ]
@@ -382,7 +383,22 @@ def fit_spline_coefficients(
     """
     if x.ndim != 2 or y.ndim != 3 or y.shape[:2] != x.shape:
         raise ValueError(f"expected x of shape (B, in) and y of shape (B, in, out); got {x.shape} and {y.shape}")
-    a = jnp.swapaxes(b_spline_bases(x, grid, spline_order), 0, 1)  # (in, B, n)
+    return fit_coefficients(b_spline_bases(x, grid, spline_order), y, rcond)
+
+
+def fit_coefficients(bases: jax.Array, y: jax.Array, rcond: Optional[float] = None) -> jax.Array:
+    r"""Least-squares coefficients of any bases per input: :math:`\min_c \sum_b (\sum_j \phi_{bij} c_{ijo} - y_{bio})^2`.
+
+    Args:
+      bases: Basis values ``phi[b, i, j]`` at the samples, ``(B, in, n)``.
+      y: Target values per input and output, ``(B, in, out)``.
+      rcond: Cut-off for small singular values, as in ``jnp.linalg.lstsq``.
+
+    Returns:
+      The coefficients, ``(in, n, out)``: SVD-based, the minimum-norm solution where the
+      system is under-determined or rank deficient.
+    """
+    a = jnp.swapaxes(bases, 0, 1)  # (in, B, n)
     b = jnp.swapaxes(y, 0, 1).astype(a.dtype)  # (in, B, out)
     solve = jax.vmap(lambda ai, bi: jnp.linalg.lstsq(ai, bi, rcond=rcond)[0])
     return solve(a, b)

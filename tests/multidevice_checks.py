@@ -60,14 +60,14 @@ def _init(model, tx, x, keys):
     return jax.device_get(jax.jit(jax.vmap(one) if keys.ndim else one)(keys))
 
 
-def check_data_parallel_epoch(model_sharded: bool = False):
+def check_data_parallel_epoch(model_sharded: bool = False, basis: str = "bspline"):
     """4-way data parallel epoch == one-device epoch (Adam, δ-GClip).
 
     ``model_sharded``: instead, δ-GClip on data=2 x model=2 with the spline weights split over
-    ``"model"``."""
+    ``"model"``. ``basis``: the KAN's basis family."""
     assert len(jax.devices()) == 4, jax.devices()
     x, y, xv, yv = _toy_problem()
-    model = KAN([12, 8, 4], grid_size=4, spline_order=1)
+    model = KAN([12, 8, 4], grid_size=4, spline_order=1, basis=basis)
     batch = 16
     x, y = x[:150], y[:150]  # 10 steps, the last with 6 samples (padded and masked)
     variables = jax.device_get(jax.jit(model.init)(jax.random.key(1), jnp.asarray(x[:1])))
@@ -104,6 +104,12 @@ def check_data_parallel_epoch(model_sharded: bool = False):
 def check_model_sharded_epoch():
     """Data x model parallel epoch (spline weights split over devices) == one-device epoch."""
     check_data_parallel_epoch(model_sharded=True)
+
+
+def check_model_sharded_epoch_bases():
+    """The model-sharded epoch of :func:`check_model_sharded_epoch` with Chebyshev and RBF layers."""
+    for basis in ("chebyshev", "rbf"):
+        check_data_parallel_epoch(model_sharded=True, basis=basis)
 
 
 def check_seed_axis_sharded():

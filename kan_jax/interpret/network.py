@@ -19,7 +19,8 @@ The edge function is
     \phi_{o,i}(x) = m_{oi}\Big[(1 - s_{oi})\big(w^b_{oi}\, b(x) + \sum_j B_j(x)\,
     \tilde w_{ijo}\big) + s_{oi}\big(c_{oi} f_{oi}(a_{oi} x + b_{oi}) + d_{oi}\big)\Big],
 
-``b`` the base activation (SiLU), :math:`\tilde w` the scaled spline weight. With ``m = 1``
+``b`` the base activation (SiLU), :math:`\tilde w` the scaled spline weight (:math:`B_j` the
+bases of the layers' family, :attr:`KANSpec.basis`). With ``m = 1``
 and ``s = 0`` everywhere, :func:`apply` equals the Linen/NNX model's forward pass.
 
 References:
@@ -60,15 +61,17 @@ class KANSpec:
     """Static description of a network being read (hashable: a ``jit`` static argument).
 
     Attributes:
-        spline_order: Order ``k`` of the splines of every layer.
+        spline_order: Order ``k`` of the splines of every layer (0 for the other families).
         base_activation: Activation of the residual branch (SiLU in efficient-kan).
         functions: The symbolic functions the ``fn`` indices of the state refer to (objects
             with a ``jax`` attribute, e.g. :class:`kan_jax.interpret.symbolic.SymbolicFunction`).
+        basis: The basis family of every layer (:func:`kan_jax.layer.basis_family`).
     """
 
     spline_order: int
     base_activation: Callable[[jax.Array], jax.Array] = jax.nn.silu
     functions: tuple[Any, ...] = ()
+    basis: str = "bspline"
 
 
 class KANNet(NamedTuple):
@@ -86,7 +89,7 @@ class KANNet(NamedTuple):
         )
 
 
-def _layer(idx: int, p: Any, g: Any, previous_out: int | None) -> tuple[LayerParams, LayerState, int]:
+def _layer(idx: int, p: Any, g: Any, previous_out: int | None, basis: str) -> tuple[LayerParams, LayerState, int]:
     """One layer's params, state and spline order, with its shapes checked."""
     missing = [k for k in ("base_weight", "spline_weight") if k not in p]
     if missing:
@@ -114,7 +117,7 @@ def _layer(idx: int, p: Any, g: Any, previous_out: int | None) -> tuple[LayerPar
         "symbolic": jnp.zeros((out_f, in_f), bw.dtype),
         "fn": jnp.zeros((out_f, in_f), jnp.int32),
     }
-    return lp, ls, g.shape[-1] - sw.shape[1] - 1
+    return lp, ls, layer.basis_family(basis).layer_spline_order(lp, g)
 
 
 def from_params(
@@ -122,6 +125,7 @@ def from_params(
     grids: Sequence[jax.Array],
     *,
     base_activation: Callable[[jax.Array], jax.Array] = jax.nn.silu,
+    basis: str = "bspline",
 ) -> KANNet:
     """Build a :class:`KANNet` (all edges alive and numeric) from layer params and grids.
 
@@ -129,8 +133,10 @@ def from_params(
         layer_params: One parameter dict per layer, as in :mod:`kan_jax.layer`
             (``base_weight (out, in)``, ``spline_weight (in, G + k, out)``, optional
             ``spline_scaler (in, out)``).
-        grids: One knot grid ``(in, G + 2k + 1)`` per layer.
+        grids: One knot grid ``(in, G + 2k + 1)`` per layer (the family's grid for another
+            ``basis``).
         base_activation: Activation of the residual branch.
+        basis: The layers' basis family.
 
     Returns:
         The network, every ``affine`` set to ``(1, 0, 1, 0)``.
@@ -146,14 +152,14 @@ def from_params(
     params, state, order = [], [], None
     for idx, (p, g) in enumerate(zip(layer_params, grids)):
         previous_out = int(params[-1]["base_weight"].shape[0]) if params else None
-        lp, ls, k = _layer(idx, p, g, previous_out)
+        lp, ls, k = _layer(idx, p, g, previous_out, basis)
         if order is None:
             order = k
         elif k != order:
             raise ValueError(f"every layer must have the same spline order; layer 0 has {order}, layer {idx} has {k}")
         params.append(lp)
         state.append(ls)
-    return KANNet(params, state, KANSpec(int(order), base_activation))
+    return KANNet(params, state, KANSpec(int(order), base_activation, basis=basis))
 
 
 def pykan_init(net: KANNet, scale_base: float = 1.0, scale_spline: float = 1.0) -> KANNet:
@@ -204,6 +210,7 @@ def from_linen(model: Any, variables: Any) -> KANNet:
         [variables["params"][nm] for nm in names],
         [variables["grid"][nm]["grid"] for nm in names],
         base_activation=getattr(model, "base_activation", jax.nn.silu),
+        basis=getattr(model, "basis", "bspline"),
     )
 
 
@@ -238,7 +245,11 @@ def from_nnx(model: Any) -> KANNet:
         for lyr in layers
     ]
     grids = [_value(lyr.grid) for lyr in layers]
-    return from_params(params, grids, base_activation=getattr(layers[0], "base_activation", jax.nn.silu))
+    config = getattr(layers[0], "config", None)
+    return from_params(
+        params, grids, base_activation=getattr(layers[0], "base_activation", jax.nn.silu),
+        basis=getattr(config, "basis", "bspline"),
+    )
 
 
 def to_linen(net: KANNet, **kan_kwargs: Any) -> tuple[Any, dict[str, Any]]:
@@ -268,9 +279,11 @@ def to_linen(net: KANNet, **kan_kwargs: Any) -> tuple[Any, dict[str, Any]]:
         p_out[f"layers_{i}"] = lp
         g_out[f"layers_{i}"] = {"grid": s["grid"]}
     k = net.spec.spline_order
+    family = layer.basis_family(net.spec.basis)
     kwargs = dict(
-        grid_size=net.state[0]["grid"].shape[-1] - 2 * k - 1,
+        grid_size=family.layer_grid_size(net.params[0], net.state[0]["grid"]),
         spline_order=k,
+        basis=net.spec.basis,
         base_activation=net.spec.base_activation,
         enable_standalone_scale_spline="spline_scaler" in net.params[0],
         param_dtype=net.params[0]["base_weight"].dtype,
@@ -294,7 +307,7 @@ def layer_edge_activations(lp: LayerParams, ls: LayerState, x: jax.Array, spec: 
     if x.ndim != 2 or x.shape[1] != ls["grid"].shape[0]:
         raise ValueError(f"expected layer inputs of shape (B, {ls['grid'].shape[0]}), got {tuple(x.shape)}")
     core = {k: v.astype(x.dtype) for k, v in lp.items() if k != "affine"}
-    spline = jnp.swapaxes(layer.edge_outputs(core, ls["grid"].astype(x.dtype), x), 1, 2)
+    spline = jnp.swapaxes(layer.edge_outputs(core, ls["grid"].astype(x.dtype), x, spec.basis), 1, 2)
     acts = spec.base_activation(x)[:, None, :] * core["base_weight"][None] + spline
     if spec.functions:
         aff = lp["affine"].astype(x.dtype)

@@ -107,7 +107,9 @@ def activation_regularizer(
 def input_extents(state: Sequence[LayerState], spline_order: int, floor: float = 1e-4) -> list[jax.Array]:
     """Extent of every layer's interior grid per input, ``grid[:, G + k] - grid[:, k] + floor``.
 
-    After a grid update this is the range of the inputs the layer saw (plus the margins).
+    After a grid update this is the range of the inputs the layer saw (plus the margins). For
+    RBF layers (``k = 0``) it is the range of the centres; a family without a grid (``(in, 0)``)
+    gives extents of 1.
 
     Args:
         state: Layer states (their ``grid``).
@@ -118,4 +120,7 @@ def input_extents(state: Sequence[LayerState], spline_order: int, floor: float =
         One array ``(in,)`` per layer.
     """
     k = spline_order
-    return [s["grid"][:, -k - 1] - s["grid"][:, k] + floor for s in state]
+    return [
+        s["grid"][:, -k - 1] - s["grid"][:, k] + floor if s["grid"].shape[-1] else jnp.ones(s["grid"].shape[:1])
+        for s in state
+    ]

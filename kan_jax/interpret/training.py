@@ -81,7 +81,9 @@ def update_grids(net: KANNet, x: jax.Array, grid_eps: float = 0.02, margin: floa
     h = jnp.asarray(x)
     for i in range(len(params)):
         core = {k: v for k, v in params[i].items() if k != "affine"}
-        new, grid = layer.layer_update_grid(core, state[i]["grid"], h, grid_eps=grid_eps, margin=margin)
+        new, grid = layer.layer_update_grid(
+            core, state[i]["grid"], h, grid_eps=grid_eps, margin=margin, basis=net.spec.basis
+        )
         params[i] = {**params[i], "spline_weight": new["spline_weight"]}
         state[i]["grid"] = grid
         h = jnp.sum(layer_edge_activations(params[i], state[i], h, net.spec), axis=-1)

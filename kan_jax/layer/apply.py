@@ -13,7 +13,9 @@ and computes, for ``x`` of shape ``(..., in)``,
     y_o = \sum_i \operatorname{silu}(x_i)\, W_{b,oi}
         + \sum_i s_{io} \sum_j B_j(x_i)\, W_{s,ijo},
 
-the second sum being the B-spline family's branch (:mod:`kan_jax.layer.bspline`). The grid is
+the second sum being the B-spline family's branch (:mod:`kan_jax.layer.bspline`), or another
+family's with ``config.basis`` (:func:`kan_jax.layer.basis_family`: the bases
+:math:`B_j` and the grid change, the parameters keep their names and layouts). The grid is
 state, not a parameter: an argument of every function here, never differentiated. Only
 integers, shapes, dtypes and strategy names are static (callables such as the base
 activation are applied outside the compiled part), so an eager call costs one compilation per
@@ -31,7 +33,7 @@ from typing import Mapping, Optional
 import jax
 import jax.numpy as jnp
 
-from kan_jax.layer import bspline
+from kan_jax.layer.bases import basis_family
 from kan_jax.layer.config import KANLayerConfig, StrategyThresholds
 
 __all__ = ["layer_apply", "layer_regularization_loss", "check_input"]
@@ -61,9 +63,9 @@ def layer_apply(
         shapes and the grid's.
       grid: Knots, ``(in, M)``.
       x: Inputs, ``(..., in)``; leading dimensions are flattened and restored.
-      config: Uses ``base_activation``, ``dtype``, ``spline_strategy`` and
-        ``strategy_thresholds`` (default ``KANLayerConfig()``: SiLU, promoted dtype, automatic
-        strategy).
+      config: Uses ``base_activation``, ``dtype``, ``spline_strategy``,
+        ``strategy_thresholds`` and ``basis`` (default ``KANLayerConfig()``: SiLU, promoted
+        dtype, automatic strategy, B-splines).
 
     Returns:
       The outputs, ``(..., out)``.
@@ -84,12 +86,12 @@ def layer_apply(
     dtype = config.dtype if config.dtype is not None else jnp.result_type(x, w_base)
     x2 = x.reshape(-1, x.shape[-1]).astype(dtype)
     y = _layer_sum(
-        params, grid, x2, config.base_activation(x2), config.spline_strategy, config.strategy_thresholds
+        params, grid, x2, config.base_activation(x2), config.spline_strategy, config.strategy_thresholds, config.basis
     )
     return y.reshape(*x.shape[:-1], w_base.shape[0])
 
 
-@functools.partial(jax.jit, static_argnames=("strategy", "thresholds"))
+@functools.partial(jax.jit, static_argnames=("strategy", "thresholds", "basis"))
 def _layer_sum(
     params: Params,
     grid: jax.Array,
@@ -97,10 +99,11 @@ def _layer_sum(
     activated: jax.Array,
     strategy: str,
     thresholds: Optional[StrategyThresholds],
+    basis: str = "bspline",
 ) -> jax.Array:
     # Base branch (on the activated inputs) plus spline branch, one program when called eagerly.
     base = jnp.dot(activated, params["base_weight"].astype(x.dtype).T)
-    return base + bspline.spline_branch(params, grid, x, strategy, thresholds)
+    return base + basis_family(basis).spline_branch(params, grid, x, strategy, thresholds)
 
 
 def layer_regularization_loss(

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from kan_jax import splines
 
 __all__ = [
+    "BASES",
     "KANLayerConfig",
     "PARAM_OUTPUT_AXIS",
     "SPLINE_STRATEGIES",
@@ -30,6 +31,9 @@ __all__ = [
 ]
 
 Dtype = Any
+
+#: Basis families of a layer's edge functions (:func:`kan_jax.layer.basis_family`).
+BASES = ("bspline", "chebyshev", "legendre", "fourier", "rbf")
 
 #: Formulations of the spline branch; ``"auto"`` chooses by :func:`choose_spline_strategy`.
 SPLINE_STRATEGIES = ("auto", "unrolled", "dense", "local")
@@ -126,10 +130,14 @@ class KANLayerConfig:
     """Configuration of a KAN layer, validated on construction (shared by the Linen and NNX fronts).
 
     Attributes:
-      grid_size: Intervals ``G >= 1`` of the initial uniform grid over ``grid_range`` (after a
-        grid refinement the actual size is read from the variables).
-      spline_order: Order ``k >= 0`` of the splines.
-      scale_noise: Size of the initial spline noise, ``>= 0`` (efficient-kan's ``scale_noise``).
+      grid_size: The basis family's resolution ``G >= 1``: intervals of the initial uniform
+        B-spline grid over ``grid_range``, the polynomial degree (``"chebyshev"``,
+        ``"legendre"``), the number of frequencies (``"fourier"``) or of centres (``"rbf"``,
+        ``>= 2``); after a grid refinement the actual size is read from the variables.
+      spline_order: Order ``k >= 0`` of the splines (``"bspline"`` only).
+      scale_noise: Size of the initial spline noise, ``>= 0`` (efficient-kan's ``scale_noise``);
+        for the other basis families the standard deviation of the spline branch's outputs at
+        initialisation (:func:`kan_jax.layer.init.basis_normal`).
       scale_base: Kaiming-uniform gain of ``base_weight``, ``>= 0``.
       scale_spline: Kaiming-uniform gain of ``spline_scaler``, ``>= 0``.
       enable_standalone_scale_spline: Whether to learn a per-edge ``spline_scaler``
@@ -137,13 +145,16 @@ class KANLayerConfig:
       base_activation: Activation of the residual branch (SiLU).
       grid_eps: Uniform share of the grid in grid updates, in ``[0, 1]`` (``0``: sample
         quantiles).
-      grid_range: ``(lo, hi)`` of the initial grid, ``hi > lo``.
+      grid_range: ``(lo, hi)`` of the initial grid (B-spline knots, RBF centres), ``hi > lo``.
       spline_strategy: ``"auto"`` (by :func:`choose_spline_strategy`), ``"unrolled"`` (small
-        grids only), ``"dense"`` or ``"local"``.
+        grids only), ``"dense"`` or ``"local"`` (B-splines; the other families have one
+        formulation).
       strategy_thresholds: Cost rule of ``"auto"`` (``None``: the backend's
         :func:`default_thresholds`).
       dtype: Computation dtype (``None``: promotion of the input and parameter dtypes).
       param_dtype: Dtype of the parameters and the grid.
+      basis: The basis family of the edge functions, one of :data:`BASES` (B-splines by
+        default; see :func:`kan_jax.layer.basis_family`).
 
     Example:
       >>> from kan_jax.layer import KANLayerConfig
@@ -168,9 +179,14 @@ class KANLayerConfig:
     strategy_thresholds: Optional[StrategyThresholds] = None
     dtype: Optional[Dtype] = None
     param_dtype: Dtype = jnp.float32
+    basis: str = "bspline"
 
     def __post_init__(self) -> None:
+        if self.basis not in BASES:
+            raise ValueError(f"basis must be one of {BASES}, got {self.basis!r}")
         splines.validate_grid_args(self.grid_size, self.spline_order, self.grid_range)
+        if self.basis == "rbf" and self.grid_size < 2:
+            raise ValueError(f"basis 'rbf' needs grid_size >= 2 centres (their spacing is the width), got {self.grid_size}")
         for name in ("scale_noise", "scale_base", "scale_spline"):
             value = getattr(self, name)
             if not value >= 0:

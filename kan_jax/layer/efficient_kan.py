@@ -95,11 +95,20 @@ def to_efficient_kan(variables: Variables) -> dict[str, np.ndarray]:
 
     Returns:
       The ``state_dict``, spline tensors in efficient-kan's layouts.
+
+    Raises:
+      ValueError: If a layer is not a B-spline layer (``basis`` other than ``"bspline"``).
     """
     params, grids = variables["params"], variables["grid"]
     state: dict[str, np.ndarray] = {}
     for name in sorted(params, key=lambda n: int(n.split("_")[-1])):
         i = int(name.split("_")[-1])
+        n_bases, n_knots = np.shape(params[name]["spline_weight"])[1], np.shape(grids[name]["grid"])[-1]
+        if n_knots <= n_bases:
+            raise ValueError(
+                f"{name}: efficient-kan holds B-spline layers (a grid of more knots than bases), got spline_weight "
+                f"with {n_bases} bases and a grid of {n_knots} columns: a layer of another basis family"
+            )
         for key, value in params[name].items():
             value = np.asarray(value)
             if key == "spline_weight":

@@ -12,6 +12,10 @@ initialisation). With the layer's key split by :func:`layer_keys` both give the 
 * ``spline_scaler`` ``(in, out)``: :func:`kaiming_uniform` with ``a = sqrt(5) · scale_spline``,
   drawn in efficient-kan's ``(out, in)`` order and transposed.
 
+The coefficients of the other basis families (``basis``) are Gaussian, :func:`basis_normal`,
+with the variance that gives the spline branch outputs of standard deviation ``scale_noise``
+at initialisation (:func:`coefficient_initializer` picks the family's initialiser).
+
 The fit of a concrete knot row is factored once on the host in float64 NumPy and cached: with
 distinct interior knots as :math:`A^\top (L L^\top)^{-1}`, :math:`L` the banded Cholesky factor
 of :math:`A A^\top` (:math:`A` the ``(G + 1, G + k)`` collocation matrix), so the work is linear
@@ -35,6 +39,7 @@ import numpy as np
 from jax import lax
 
 from kan_jax import splines, threefry
+from kan_jax.layer.bases import basis_family
 from kan_jax.layer.config import KANLayerConfig
 
 __all__ = [
@@ -42,6 +47,8 @@ __all__ = [
     "kaiming_uniform",
     "spline_noise",
     "init_spline_weight",
+    "basis_normal",
+    "coefficient_initializer",
     "layer_keys",
     "efficient_kan_slope",
     "init_layer",
@@ -131,6 +138,60 @@ def spline_noise(
         return init_spline_weight(
             key, row, in_features, out_features, k, jnp.float32(scale_noise), jnp.float32(scale), dtype
         )
+
+    return init
+
+
+def basis_normal(mean_square: float, scale: float = 0.1, scaled: bool = True) -> Initializer:
+    r"""Gaussian coefficients ``(in, n, out)`` of a basis family, sized by the spline branch's output.
+
+    With the bases' mean square sum :math:`S = E \sum_j \phi_j(x)^2` (the family's, for its
+    reference input distribution) and i.i.d. effective coefficients :math:`c = W s` of variance
+    :math:`\mathrm{scale}^2 / (\mathrm{in}\, S)`, every output of the spline branch has the
+    standard deviation ``scale`` at initialisation, whatever ``in`` and ``n`` (the rule of
+    ChebyKAN's and jaxKAN's :math:`1/\sqrt{\mathrm{in}\,(D + 1)}`, scaled down: the layer starts
+    close to its base branch, as a B-spline layer from its small spline noise). Without a
+    scaler :math:`W` has the standard deviation :math:`\mathrm{scale} / \sqrt{\mathrm{in}\, S}`;
+    with the efficient-kan scaler (uniform, variance :math:`1 / (3\, \mathrm{in})` at gain 1)
+    :math:`W` has :math:`\mathrm{scale}\,\sqrt{3 / S}`, so :math:`W s` has the same variance
+    and follows the scaler's gain.
+
+    Args:
+      mean_square: :math:`S > 0`.
+      scale: The outputs' standard deviation (``scale_noise``; times ``scale_spline`` for a
+        layer without a scaler).
+      scaled: Whether the layer has a ``spline_scaler``.
+
+    Returns:
+      An initialiser ``init(key, shape, dtype=float32)`` of an ``(in, n, out)`` weight.
+    """
+    if not mean_square > 0:
+        raise ValueError(f"mean_square must be > 0, got {mean_square!r}")
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
+        if len(shape) != 3:
+            raise ValueError(f"basis_normal initialises (in, n, out) weights, got shape {tuple(shape)}")
+        std = scale * math.sqrt(3.0 / mean_square) if scaled else scale / math.sqrt(shape[0] * mean_square)
+        return (jnp.float32(std) * jax.random.normal(key, tuple(shape), jnp.float32)).astype(dtype)
+
+    return init
+
+
+def coefficient_initializer(config: KANLayerConfig) -> Initializer:
+    """The initialiser of ``spline_weight`` ``(in, n, out)`` for a layer of ``config``.
+
+    :func:`spline_noise` for B-splines (efficient-kan's), :func:`basis_normal` with the
+    family's mean square for the other families.
+    """
+    scaled = bool(config.enable_standalone_scale_spline)
+    if config.basis == "bspline":
+        return spline_noise(config.spline_order, config.grid_range, config.scale_noise, 1.0 if scaled else config.scale_spline)
+    family = basis_family(config.basis)
+
+    scale = config.scale_noise * (1.0 if scaled else config.scale_spline)
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
+        return basis_normal(family.mean_square(shape[1]), scale, scaled)(key, shape, dtype)
 
     return init
 
@@ -325,7 +386,8 @@ def init_layer(
     Returns:
       ``(params, grid)``: ``base_weight`` ``(out, in)``, ``spline_weight`` ``(in, G + k, out)``,
       ``spline_scaler`` ``(in, out)`` if the configuration has one, and the grid
-      ``(in, G + 2k + 1)``.
+      ``(in, G + 2k + 1)``; for another ``config.basis``, ``spline_weight`` ``(in, n, out)``
+      with the family's ``n`` and its grid (:func:`kan_jax.layer.basis_family`).
 
     Example:
       >>> import jax
@@ -339,6 +401,10 @@ def init_layer(
         if isinstance(value, bool) or int(value) != value or value < 1:
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     dtype = jnp.dtype(config.param_dtype)
+    if config.basis != "bspline":
+        return _init_basis_layer(key, int(in_features), int(out_features), config), basis_family(
+            config.basis
+        ).initial_grid(config, in_features)
     k = config.spline_order
     grid = splines.uniform_grid(config.grid_size, k, config.grid_range, int(in_features), dtype)
     # The fit's knot row stays on the host: reading a device array back would wait for the
@@ -354,6 +420,22 @@ def init_layer(
         dtype=dtype,
     )
     return params, grid
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def _init_basis_layer(key: jax.Array, in_features: int, out_features: int, config: KANLayerConfig) -> dict[str, jax.Array]:
+    # The initialisers the Linen layer declares, with the same keys (so the same values).
+    dtype = jnp.dtype(config.param_dtype)
+    k_base, k_spline, k_scaler = layer_keys(key)
+    n = basis_family(config.basis).num_bases(config.grid_size, config.spline_order)
+    params = {
+        "base_weight": kaiming_uniform(efficient_kan_slope(config.scale_base))(k_base, (out_features, in_features), dtype),
+        "spline_weight": coefficient_initializer(config)(k_spline, (in_features, n, out_features), dtype),
+    }
+    if config.enable_standalone_scale_spline:
+        slope = efficient_kan_slope(config.scale_spline)
+        params["spline_scaler"] = kaiming_uniform(slope, in_axis=0)(k_scaler, (in_features, out_features), dtype)
+    return params
 
 
 @functools.partial(jax.jit, static_argnames=("in_features", "out_features", "own_scaler", "dtype"))

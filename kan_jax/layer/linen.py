@@ -30,9 +30,9 @@ import jax
 import numpy as np
 import optax
 
-from kan_jax import splines
 from kan_jax.layer import init
 from kan_jax.layer.apply import layer_apply, layer_regularization_loss
+from kan_jax.layer.bases import basis_family
 from kan_jax.layer.bspline import layer_spline_order
 from kan_jax.layer.config import KANLayerConfig, StrategyThresholds, choose_spline_strategy
 from kan_jax.layer.efficient_kan import from_efficient_kan
@@ -95,6 +95,7 @@ class KANLayerFields(nn.Module):
     strategy_thresholds: Optional[StrategyThresholds] = _DEFAULTS.strategy_thresholds
     dtype: Optional[Dtype] = _DEFAULTS.dtype
     param_dtype: Dtype = _DEFAULTS.param_dtype
+    basis: str = _DEFAULTS.basis
 
     @property
     def config(self) -> KANLayerConfig:
@@ -117,7 +118,7 @@ class KANLayerFields(nn.Module):
 
 
 class KANLinear(KANLayerFields):
-    """A Kolmogorov-Arnold layer: SiLU base branch plus learnable B-spline edges.
+    """A Kolmogorov-Arnold layer: SiLU base branch plus learnable B-spline edges (or another ``basis``).
 
     ``y = base_activation(x) @ base_weight.T + B(x) @ (spline_weight * spline_scaler[:, None])``
     with ``B(x)`` the ``(B, in·n)`` order-``k`` B-spline bases of the inputs on their knot grid
@@ -139,6 +140,9 @@ class KANLinear(KANLayerFields):
       strategy_thresholds: Cost rule of ``"auto"`` (``None``: the backend's default).
       dtype: Computation dtype (``None``: promoted from the input and parameters).
       param_dtype: Dtype of the parameters and the grid.
+      basis: Basis family of the edges (``"bspline"``, ``"chebyshev"``, ``"legendre"``,
+        ``"fourier"``, ``"rbf"``; :func:`kan_jax.layer.basis_family`): the same parameters
+        with the family's ``n`` bases per input, and the family's grid.
 
     Example:
       >>> import jax, jax.numpy as jnp, flax.linen as nn
@@ -173,15 +177,17 @@ class KANLinear(KANLayerFields):
                 "KANLinear needs its 'grid' collection: apply with {'params': ..., 'grid': ...} "
                 "as returned by init, e.g. model.apply({'params': params, 'grid': variables['grid']}, x)"
             )
-        k, out, dtype = self.spline_order, self.features, self.param_dtype
-        grid = self.variable("grid", "grid", splines.uniform_grid, self.grid_size, k, self.grid_range, x.shape[-1], dtype)
-        in_features, n = grid.value.shape[0], grid.value.shape[-1] - k - 1
-        if not initializing:
-            self._check_variables(grid.value, x)  # before self.param compares shapes
+        config, out = self.config, self.features
+        family = basis_family(config.basis)
+        grid = self.variable("grid", "grid", family.initial_grid, config, x.shape[-1])
+        in_features = grid.value.shape[0]
+        if initializing:
+            n = family.num_bases(self.grid_size, self.spline_order)
+        else:
+            n = self._check_variables(grid.value, x)  # before self.param compares shapes
         keys = init.layer_keys(self.make_rng("params")) if initializing else (None, None, None)
         base_init = init.kaiming_uniform(init.efficient_kan_slope(self.scale_base))
-        scale = 1.0 if self.enable_standalone_scale_spline else self.scale_spline
-        spline_init = init.spline_noise(k, self.grid_range, self.scale_noise, scale)
+        spline_init = init.coefficient_initializer(config)
         params = {
             "base_weight": self._param("base_weight", base_init, (out, in_features), keys[0]),
             "spline_weight": self._param("spline_weight", spline_init, (in_features, n, out), keys[1]),
@@ -191,15 +197,15 @@ class KANLinear(KANLayerFields):
             params["spline_scaler"] = self._param("spline_scaler", scaler_init, (in_features, out), keys[2])
         if _GRID_UPDATE.get() is not None and not initializing:
             params = self._update_grid(params, grid, x)
-        return layer_apply(params, grid.value, x, _init_forward(self.config, n) if initializing else self.config)
+        return layer_apply(params, grid.value, x, _init_forward(config, n) if initializing else config)
 
     def _param(self, name: str, init_fn: init.Initializer, shape: tuple[int, ...], key: Optional[Array]) -> Array:
         # self.param drawing from `key`, this layer's split of its one key (init.layer_keys), so
         # that the values are those of init.init_layer; Flax's own key serves the shape check.
         return self.param(name, lambda rng, *args: init_fn(rng if key is None else key, *args), shape, self.param_dtype)
 
-    def _check_variables(self, grid: Array, x: Array) -> None:
-        # Shapes of existing variables, with messages naming the expected layouts.
+    def _check_variables(self, grid: Array, x: Array) -> int:
+        # Shapes of existing variables, with messages naming the expected layouts; returns n.
         if grid.shape[0] != x.shape[-1]:
             raise ValueError(
                 f"KANLinear expects inputs with last dimension in_features={grid.shape[0]}, "
@@ -211,11 +217,14 @@ class KANLinear(KANLayerFields):
         if missing:
             raise ValueError(f"KANLinear {self.name!r} lacks its parameter(s) {missing} (expected {names})")
         n = params["spline_weight"].shape[1]
-        if layer_spline_order(params, grid) != self.spline_order:
+        if self.basis != "bspline":
+            basis_family(self.basis).layer_spline_order(params, grid)
+        elif layer_spline_order(params, grid) != self.spline_order:
             raise ValueError(
                 f"grid with {grid.shape[-1]} knots per input does not match spline_weight with {n} "
                 f"bases of order {self.spline_order} (expected {n + self.spline_order + 1} knots)"
             )
+        return n
 
     def _update_grid(self, params: dict[str, Array], grid: Any, x: Array) -> dict[str, Array]:
         # Grid-update mode: adapt the grid to x, refit the splines, store both.
@@ -223,7 +232,7 @@ class KANLinear(KANLayerFields):
             raise ValueError("grid update needs the 'params' and 'grid' collections mutable")
         grid_size, margin = _GRID_UPDATE.get()
         params, grid.value = layer_update_grid(
-            params, grid.value, x, grid_size=grid_size, grid_eps=self.grid_eps, margin=margin
+            params, grid.value, x, grid_size=grid_size, grid_eps=self.grid_eps, margin=margin, basis=self.basis
         )
         self.put_variable("params", "spline_weight", params["spline_weight"])
         return params
@@ -291,6 +300,8 @@ class KAN(KANLayerFields):
         Returns:
           ``(model, variables)``.
         """
+        if kwargs.get("basis", "bspline") != "bspline":
+            raise ValueError(f"efficient-kan layers are B-spline layers; basis={kwargs['basis']!r} cannot hold them")
         variables = from_efficient_kan(state_dict)
         params = variables["params"]
         first = params["layers_0"]
@@ -358,7 +369,9 @@ def refine(
 
     As :func:`update_grid`, but ``spline_weight`` becomes ``(in, grid_size + k, out)``; the
     function is kept on the samples up to the least-squares residual (exactly when a uniform
-    grid is refined by an integer factor with ``grid_eps=1``). The same ``model`` applies to
+    grid is refined by an integer factor with ``grid_eps=1``). For the other basis families
+    ``grid_size`` is the new resolution (a Chebyshev layer's degree, exactly the same function
+    when it grows; see :func:`kan_jax.layer.layer_update_grid`). The same ``model`` applies to
     the new variables. Continue training with :func:`refine_opt_state` or ``tx.init``.
 
     Args:
@@ -373,30 +386,41 @@ def refine(
     Returns:
       The new variables.
     """
-    splines.validate_grid_args(grid_size, 0)
-    with _grid_update_mode(int(grid_size), margin):
+    grid_size = basis_family(getattr(model, "basis", "bspline")).check_grid_size(grid_size)
+    with _grid_update_mode(grid_size, margin):
         _, updated = model.apply(variables, *args, mutable=["params", "grid"], method=method, **kwargs)
     return {**variables, **updated}
 
 
-def refine_opt_state(opt_state: Any, tx: optax.GradientTransformation, new_params: Any) -> Any:
+def refine_opt_state(opt_state: Any, tx: optax.GradientTransformation, new_params: Any, basis: str = "bspline") -> Any:
     """Carry an optax state across :func:`refine`.
 
     Args:
       opt_state: The state for the parameters before :func:`refine`.
       tx: The transformation.
       new_params: The parameters after :func:`refine`.
+      basis: The layers' basis family. For a nested family (polynomials, Fourier: raising the
+        resolution keeps every coefficient) the state of the kept coefficients is carried too.
 
     Returns:
       ``tx.init(new_params)`` with every leaf whose shape and dtype are unchanged (moments of
-      ``base_weight`` and ``spline_scaler``, step counts) taken from ``opt_state``.
+      ``base_weight`` and ``spline_scaler``, step counts) taken from ``opt_state``; for a
+      nested family also the leading rows ``[:, :n_old]`` of the grown ``(in, n, out)``
+      leaves (the moments of ``spline_weight``).
     """
+    nested = basis_family(basis).nested
 
     def pick(old: Any, new: Any) -> Any:
-        same = getattr(old, "shape", None) == getattr(new, "shape", None) and getattr(old, "dtype", None) == getattr(
-            new, "dtype", None
+        if getattr(old, "dtype", None) != getattr(new, "dtype", None):
+            return new
+        old_shape, new_shape = getattr(old, "shape", None), getattr(new, "shape", None)
+        if old_shape == new_shape:
+            return old
+        grown = (
+            nested and len(old_shape) == 3 and len(new_shape) == 3 and old_shape[::2] == new_shape[::2]
+            and old_shape[1] < new_shape[1]
         )
-        return old if same else new
+        return new.at[:, : old_shape[1]].set(old) if grown else new
 
     return jax.tree.map(pick, opt_state, tx.init(new_params))
 

@@ -30,8 +30,8 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 from flax import nnx
 
-from kan_jax import splines
 from kan_jax.layer.apply import layer_apply, layer_regularization_loss
+from kan_jax.layer.bases import basis_family
 from kan_jax.layer.config import KANLayerConfig
 from kan_jax.layer.grid import layer_update_grid
 from kan_jax.layer.init import init_layer
@@ -141,8 +141,8 @@ class KANLinear(nnx.Module):
 
     @property
     def grid_size(self) -> int:
-        """Current number of grid intervals ``G`` (changes with :meth:`refine`)."""
-        return int(self.spline_weight.shape[1]) - self.config.spline_order
+        """Current resolution ``G`` (grid intervals, degree, ...; changes with :meth:`refine`)."""
+        return basis_family(self.config.basis).layer_grid_size(self._params(), self.grid[...])
 
     @property
     def spline_order(self) -> int:
@@ -178,7 +178,8 @@ class KANLinear(nnx.Module):
 
     def _regrid(self, x: Array, grid_size: Optional[int], margin: float) -> None:
         params, grid = layer_update_grid(
-            self._params(), self.grid[...], x, grid_size=grid_size, grid_eps=self.grid_eps, margin=margin
+            self._params(), self.grid[...], x, grid_size=grid_size, grid_eps=self.grid_eps, margin=margin,
+            basis=self.config.basis,
         )
         # set_value without an index replaces the value outright (a new shape is allowed).
         self.spline_weight.set_value(params["spline_weight"])
@@ -217,8 +218,7 @@ class KANLinear(nnx.Module):
           grid_size: New number of intervals, ``>= 1``.
           margin: Padding of the new grid beyond the sample range.
         """
-        splines.validate_grid_args(grid_size, 0)
-        self._regrid(x, int(grid_size), margin)
+        self._regrid(x, basis_family(self.config.basis).check_grid_size(grid_size), margin)
 
     def regularization_loss(self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0) -> Array:
         """efficient-kan's L1 + entropy regulariser of the spline weights (a scalar).
@@ -332,7 +332,7 @@ class KAN(nnx.Module):
           margin: Padding of the new grids beyond the sample ranges.
         """
         self._check_input(x)
-        splines.validate_grid_args(grid_size, 0)
+        grid_size = basis_family(self.config.basis).check_grid_size(grid_size)
         for layer in self.layers:
             layer.refine(x, grid_size, margin=margin)
             x = layer(x)

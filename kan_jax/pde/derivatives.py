@@ -207,7 +207,8 @@ def kan_input_derivatives(
       z), x, first, second)`` up to rounding.
 
     Raises:
-      ValueError: As :func:`input_derivatives`, or if ``model`` is not a KAN.
+      ValueError: As :func:`input_derivatives`, or if ``model`` is not a KAN of B-spline
+        layers (:func:`input_derivatives` takes the other bases).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -222,6 +223,11 @@ def kan_input_derivatives(
     widths = getattr(model, "layers_hidden", None)
     if widths is None:
         raise ValueError(f"model must be a kan_jax.KAN (with layers_hidden), got {type(model).__name__}")
+    if model.basis != "bspline":
+        raise ValueError(
+            f"kan_input_derivatives carries B-spline derivatives only, got a KAN with basis={model.basis!r}: "
+            "use input_derivatives (forward mode through any network)"
+        )
     x = _check_points(x)
     if x.shape[1] != widths[0]:
         raise ValueError(f"x must have {widths[0]} coordinates (layers_hidden[0]), got shape {x.shape}")
