@@ -46,9 +46,9 @@ def flat(tree):
 
 
 def dense_hessian(fn, params):
-    """Independent oracle: jax.hessian of the raveled loss."""
+    """Independent oracle: jax.hessian of the raveled loss (one compiled program)."""
     x0, unravel = ravel_pytree(params)
-    return np.asarray(jax.hessian(lambda x: fn(unravel(x)))(x0))
+    return np.asarray(jax.jit(jax.hessian(lambda x: fn(unravel(x))))(x0))
 
 
 def rand_like(key, params):
