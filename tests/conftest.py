@@ -6,9 +6,9 @@ therefore also catch accidental promotion to float64).
 
 The default run is bound by XLA compilation (hundreds of small programs), so it switches off
 the CPU backend's LLVM optimisation (``--xla_backend_optimization_level=0``): the same IEEE
-results, compiled about a third faster), and its workers share compiled programs through JAX's
-persistent compilation cache in ``.pytest_cache/jax``. The slow run (``-m slow``: the studies
-and their published numbers) keeps XLA's defaults.
+results, compiled about a third faster); the slow run (``-m slow``: the studies and their
+published numbers) keeps XLA's defaults. In both, the workers share compiled programs through
+JAX's persistent compilation cache in ``.pytest_cache/jax``.
 """
 from __future__ import annotations
 
@@ -27,14 +27,12 @@ FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """The default run's compilation settings (module docstring), before JAX starts its backend."""
+    """The test runs' compilation settings (module docstring), before JAX starts its backend."""
     if config.getoption("markexpr") == "not slow" and FAST_COMPILE_FLAG not in os.environ.get("XLA_FLAGS", ""):
         os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}".strip()
-    if config.getoption("markexpr") == "not slow":
-        cache = Path(str(config.rootpath)) / ".pytest_cache" / "jax"
-        jax.config.update("jax_compilation_cache_dir", str(cache))
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.02)
-        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    jax.config.update("jax_compilation_cache_dir", str(Path(str(config.rootpath)) / ".pytest_cache" / "jax"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.02)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 #: The genuine MNIST IDX files shared with the project (never downloaded at test time).
 MNIST_DIR = default_mnist_dir()
