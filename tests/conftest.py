@@ -5,7 +5,7 @@ tests of float32 behaviour create float32 arrays explicitly (and dtype-preservat
 therefore also catch accidental promotion to float64).
 
 The default run is bound by XLA compilation (hundreds of small programs), so it switches off
-the CPU backend's LLVM optimisation (``--xla_backend_optimization_level=0``): the same IEEE
+the CPU backend's LLVM optimisation (``--xla_backend_optimization_level=0``; the same IEEE
 results, compiled about a third faster); the slow run (``-m slow``: the studies and their
 published numbers) keeps XLA's defaults. In both, the workers share compiled programs through
 JAX's persistent compilation cache in ``.pytest_cache/jax``.
