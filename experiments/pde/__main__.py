@@ -1,0 +1,4 @@
+"""``python -m experiments.pde``."""
+from experiments.pde.cli import main
+
+raise SystemExit(main())
