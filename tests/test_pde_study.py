@@ -208,3 +208,24 @@ def test_quick_preset_end_to_end_and_resume_after_a_kill(tmp_path):
     assert any("resuming" in line for line in lines)
     assert resumed["loss_history"][:100] == whole["loss_history"][:100]
     np.testing.assert_allclose(resumed["rel_l2"], whole["rel_l2"], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_burgers_and_allen_cahn_residuals_equal_jaxkans_on_the_same_network():
+    """The benchmark's claim "the same problem": jaxKAN 0.3.7's residual functions (nested
+    ``jax.grad`` under ``vmap``) and ours (from :func:`kan_jax.pde.input_derivatives`) agree on
+    one jaxKAN network."""
+    pytest.importorskip("jaxkan")
+    from jaxkan.models.KAN import KAN as JaxKAN
+    from jaxkan.pikan.pde import get_ac_res, get_burgers_res
+
+    from kan_jax.pde import input_derivatives
+
+    model = JaxKAN(layer_dims=[2, 3, 1], layer_type="spline", required_parameters={"k": 3, "G": 3}, seed=0)
+    x = jnp.asarray(np.random.default_rng(6).uniform([0, -1], [1, 1], (8, 2)), jnp.float32)
+    for name, theirs in (("burgers", get_burgers_res()), ("allen_cahn", get_ac_res(D=1e-3, c=5.0))):
+        problem = PROBLEMS[name]
+        d = input_derivatives(model, x, first=problem.first, second=problem.second)
+        ours = {"u": d.value[:, 0], **{problem.coords[c]: d.first[:, 0, i] for i, c in enumerate(problem.first)},
+                **{problem.coords[c] * 2: d.second[:, 0, i] for i, c in enumerate(problem.second)}}
+        np.testing.assert_allclose(problem.residual(ours, x), np.asarray(theirs(model, x))[:, 0], rtol=1e-4, atol=1e-5)

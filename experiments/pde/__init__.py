@@ -28,3 +28,6 @@ References:
     S. Rigas et al., "Adaptive training of grid-dependent physics-informed Kolmogorov-Arnold
     networks", IEEE Access 12 (2024).
 """
+from experiments.pde.cli import published_markdown
+
+__all__ = ["published_markdown"]

@@ -244,6 +244,7 @@ def _adam_phase(r: Run, phase: int, state: dict[str, Any], meta: dict[str, Any],
             idx = draw(key, params, state["grid"], pool, pool_w).astype(jnp.int32)
         state = {**state, "params": params, "opt_state": opt_state, "pool_w": pool_w, "wb": wb, "idx": idx}
         if done % cfg.checkpoint_every == 0 and done < spec["steps"]:
+            r.log(f"adam {done}/{spec['steps']}: loss {float(losses[-1]):.3e} ({time.perf_counter() - t0:.0f} s)")
             r.checkpoint(phase, state, {**meta, "done": done, "wall_s": time.perf_counter() - start,
                                         "phase_wall_s": time.perf_counter() - t0})
     meta = _record_phase(r, phase, state, meta, t0, spec["steps"])
@@ -293,6 +294,7 @@ def _lbfgs_phase(r: Run, phase: int, state: dict[str, Any], meta: dict[str, Any]
         done += n
         state = {**state, "params": out.params, "opt_state": out.opt_state}
         meta = {**meta, "history": meta["history"] + nums(values), "lbfgs_evals": evals}
+        r.log(f"lbfgs {done}/{spec['steps']}: loss {float(out.value):.3e} ({time.perf_counter() - t0:.0f} s)")
         if done < spec["steps"]:
             r.checkpoint(phase, state, {**meta, "done": done, "wall_s": time.perf_counter() - start,
                                         "phase_wall_s": time.perf_counter() - t0})
