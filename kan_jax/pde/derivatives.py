@@ -36,7 +36,6 @@ References:
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import jax
@@ -167,12 +166,10 @@ def _differentiate(lower: Array, grid: Array, order: int) -> Array:
     return order * (lower[..., :-1] * left - lower[..., 1:] * right)
 
 
-def _bases_and_derivative_levels(x: Array, grid: Array, k: int, count: int) -> list[Array]:
-    """B-spline bases of order ``k`` and their first ``count - 1`` derivatives, each ``(B, in, n)``.
+def _bases_and_derivatives(x: Array, grid: Array, k: int) -> tuple[Array, Array, Array]:
+    """B-spline bases of order ``k`` and their first and second derivatives, each ``(B, in, n)``.
 
-    Cox-de Boor vectorised over the bases, keeping the lower orders on the way; derivative
-    ``d`` of the order-``k`` bases is ``d`` differentiations of the order-``k - d`` values
-    (zero where ``d > k``).
+    Cox-de Boor vectorised over the bases, keeping the orders ``k - 2`` and ``k - 1`` on the way.
     """
     x = jnp.clip(x, grid[:, 0] - 1, grid[:, -1] + 1)[..., None]  # no 0 · inf far outside the grid
     levels = [((x >= grid[:, :-1]) & (x < grid[:, 1:])).astype(x.dtype)]
@@ -181,37 +178,11 @@ def _bases_and_derivative_levels(x: Array, grid: Array, k: int, count: int) -> l
         left = (x - grid[:, :m]) * safe_divide(1.0, grid[:, p:p + m] - grid[:, :m])
         right = (grid[:, p + 1:p + 1 + m] - x) * safe_divide(1.0, grid[:, p + 1:p + 1 + m] - grid[:, 1:1 + m])
         levels.append(left * b[..., :-1] + right * b[..., 1:])
-    out = []
-    for d in range(count):
-        if d > k:
-            out.append(jnp.zeros_like(levels[k]))
-            continue
-        values = levels[k - d]
-        for order in range(k - d + 1, k + 1):
-            values = _differentiate(values, grid, order)
-        out.append(values)
-    return out
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _bases_and_derivatives(x: Array, grid: Array, k: int) -> tuple[Array, Array, Array]:
-    """B-spline bases of order ``k`` and their first and second derivatives, each ``(B, in, n)``.
-
-    Differentiable in ``x`` by its own rule (``d/dx`` of each output is the next derivative, an
-    elementwise product in reverse mode, instead of the transpose of the recursion); the knot
-    grid is state and is not differentiated.
-    """
-    return tuple(_bases_and_derivative_levels(x, grid, k, 3))
-
-
-def _bases_and_derivatives_jvp(k, primals, tangents):
-    x, grid = primals
-    b0, b1, b2, b3 = _bases_and_derivative_levels(x, grid, k, 4)
-    dx = tangents[0][..., None]
-    return (b0, b1, b2), (b1 * dx, b2 * dx, b3 * dx)
-
-
-_bases_and_derivatives.defjvp(_bases_and_derivatives_jvp)
+    b0 = levels[k]
+    b1 = _differentiate(levels[k - 1], grid, k) if k >= 1 else jnp.zeros_like(b0)
+    b2 = (_differentiate(_differentiate(levels[k - 2], grid, k - 1), grid, k) if k >= 2
+          else jnp.zeros_like(b0))
+    return b0, b1, b2
 
 
 def kan_input_derivatives(
