@@ -174,7 +174,7 @@ def test_non_finite_loss_is_a_clear_error_and_keeps_finished_results(tmp_path):
     finished.write_text(json.dumps({"problem": "diffusion", "rel_l2": 1e-4, "config": {}}))
     cfg = dataclasses.replace(PRESETS["quick"], problem="diffusion", widths=(2, 2, 1), grid_sizes=(3,),
                               adam_steps=(10,), chunk=5, checkpoint_every=5, resample_every=0, points=16,
-                              boundary_points=4, lbfgs_steps=0, lr=1e30, lr_end=1e30, spectrum=False)
+                              boundary_points=4, endgame_steps=0, lr=1e30, lr_end=1e30, spectrum=False)
     with pytest.raises(FloatingPointError, match="non-finite loss in phase 0"):
         run(cfg, DATA_DIR, out, log=lambda msg: None)
     assert json.loads(finished.read_text())["rel_l2"] == 1e-4

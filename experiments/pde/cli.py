@@ -32,7 +32,7 @@ class Config:
     widths: tuple[int, ...] = option((2, 8, 8, 1), separator=",", help="KAN widths")
     mlp_hidden: tuple[int, ...] = option((24, 24), separator=",", help="hidden widths of the MLP")
     grid_sizes: tuple[int, ...] = option((3, 8, 14), separator=",", help="KAN grid of each Adam stage (extensions)")
-    adam_steps: tuple[int, ...] = option((1500, 1500, 1500), separator=",", help="Adam steps of each stage")
+    adam_steps: tuple[int, ...] = option((1000, 1000, 2000), separator=",", help="Adam steps of each stage")
     lr: float = option(5e-3, help="Adam's initial step size")
     lr_end: float = option(5e-4, help="Adam's step size at the last Adam step (exponential decay)")
     transition: str = option("interpolate", choices=("interpolate", "fresh"),
@@ -48,9 +48,11 @@ class Config:
     rad_offset: float = 1.0
     chunk: int = option(250, help="Adam steps per compiled chunk")
     checkpoint_every: int = option(500, help="Adam steps between checkpoints")
-    lbfgs_steps: int = option(4000, help="L-BFGS iterations of the end game (0: none)")
+    endgame: str = option("lbfgs", choices=("lbfgs", "bfgs"),
+                          help="the second-order end game: dense BFGS or L-BFGS, zoom line search")
+    endgame_steps: int = option(4000, help="iterations of the end game (0: none)")
     lbfgs_memory: int = 50
-    lbfgs_chunk: int = option(500, help="L-BFGS iterations per compiled chunk (and checkpoint)")
+    endgame_chunk: int = option(500, help="end-game iterations per compiled chunk (and checkpoint)")
     dtype: str = option("float32", choices=DTYPES, help="dtype of the Adam stages")
     endgame_dtype: str = option("float64", choices=DTYPES, help="dtype of the L-BFGS end game")
     spectrum: bool = option(True, flag="--no-spectrum", help="skip the Hessian spectra")
@@ -61,7 +63,7 @@ class Config:
 
     def __post_init__(self) -> None:
         positive = ("points", "boundary_points", "pool_factor", "chunk", "checkpoint_every", "lbfgs_memory",
-                    "lbfgs_chunk", "spectrum_points", "spectrum_top", "spectrum_steps", "density_runs")
+                    "endgame_chunk", "spectrum_points", "spectrum_top", "spectrum_steps", "density_runs")
         for name in positive:
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 raise ValueError(f"--{name.replace('_', '-')} must be an int >= 1, got {getattr(self, name)!r}")
@@ -77,8 +79,8 @@ class Config:
         for name in ("resample_every", "checkpoint_every"):
             if getattr(self, name) % self.chunk:
                 raise ValueError(f"--{name.replace('_', '-')} must be a multiple of --chunk ({self.chunk})")
-        if self.lbfgs_steps < 0:
-            raise ValueError(f"--lbfgs-steps must be >= 0, got {self.lbfgs_steps}")
+        if self.endgame_steps < 0:
+            raise ValueError(f"--endgame-steps must be >= 0, got {self.endgame_steps}")
         for name in ("lr", "lr_end"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ValueError(f"--{name.replace('_', '-')} must be a finite number > 0, got {getattr(self, name)!r}")
@@ -88,7 +90,7 @@ class Config:
 PRESETS = {
     "full": Config(),
     "quick": Config(adam_steps=(100, 100, 100), chunk=50, checkpoint_every=100, resample_every=100, points=256,
-                    lbfgs_steps=60, lbfgs_chunk=30, spectrum_points=128, spectrum_steps=8),
+                    endgame_steps=60, endgame_chunk=30, spectrum_points=128, spectrum_steps=8),
 }
 
 

@@ -2,10 +2,12 @@ r"""One physics-informed training run: phases, checkpoints, the result record an
 
 The phases of a KAN run: Adam on grid 3, grid extension to 8, Adam, extension to 14, Adam
 (the optimiser state carried by :func:`kan_jax.pde.transition_opt_state` at each extension),
-then the end game, L-BFGS on the loss with the attention weights frozen, in ``endgame_dtype``.
+then the end game, BFGS (or L-BFGS) on the loss with the attention weights frozen, in ``endgame_dtype``.
 The Hessian spectrum of that loss (top eigenvalues and λmin by Lanczos, the density by
 stochastic Lanczos quadrature) is taken when the end game starts and when it ends. An MLP run
 has the same phases without the extensions.
+
+The final parameters and grid are written to ``params.msgpack`` before ``result.json``.
 
 The state is checkpointed every ``checkpoint_every`` Adam steps, every L-BFGS chunk and at
 each phase boundary (``ckpt_<phase>.msgpack``); a rerun with the same configuration resumes
@@ -29,9 +31,10 @@ from experiments.pde.problems import PROBLEMS, Problem, Reference, reference_sol
 from experiments.pde.training import Data, adam_chunk, evaluate, make_adam_step, make_loss, make_net, redraw, spectrum
 from kan_jax import refine, refine_opt_state
 from kan_jax.io import write_json
+from kan_jax.optim import bfgs
 from kan_jax.pde import sobol_points, transition_opt_state
 from kan_jax.training import loops
-from kan_jax.training.checkpoint import load_checkpoint, save_checkpoint
+from kan_jax.training.checkpoint import load_checkpoint, save_checkpoint, save_params
 
 __all__ = ["RESULT", "Run", "phases_of", "run"]
 
@@ -42,8 +45,8 @@ def phases_of(cfg: Any) -> list[dict[str, Any]]:
     """The phases of a run: ``{"name", "grid_size", "steps"}`` each, Adam stages then L-BFGS."""
     sizes = cfg.grid_sizes if cfg.model == "kan" else (None,) * len(cfg.adam_steps)
     phases = [{"name": "adam", "grid_size": g, "steps": n} for g, n in zip(sizes, cfg.adam_steps)]
-    if cfg.lbfgs_steps:
-        phases.append({"name": "lbfgs", "grid_size": sizes[-1], "steps": cfg.lbfgs_steps})
+    if cfg.endgame_steps:
+        phases.append({"name": cfg.endgame, "grid_size": sizes[-1], "steps": cfg.endgame_steps})
     return phases
 
 
@@ -73,6 +76,7 @@ class Run:
         self.boundary, self.target = _boundary(self.problem, cfg.boundary_points, cfg.seed, np.float64)
         self.tx = optax.adam(optax.exponential_decay(cfg.lr, sum(cfg.adam_steps), cfg.lr_end / cfg.lr))
         self._nets: dict[Any, Any] = {}
+        self.endgame = bfgs() if cfg.endgame == "bfgs" else optax.lbfgs(memory_size=cfg.lbfgs_memory)
 
     def net(self, grid_size: Optional[int]):
         if grid_size not in self._nets:
@@ -94,10 +98,10 @@ class Run:
         s, m = self.target.shape
         state = {"params": params, "grid": grid, "pool_w": jnp.ones(self.pool.shape[0], self.dtype),
                  "wb": jnp.ones((s, m), self.dtype), "idx": jnp.arange(self.cfg.points, dtype=jnp.int32)}
-        if spec["name"] == "lbfgs":
+        if spec["name"] != "adam":
             state = jax.tree.map(lambda a: a.astype(self.end_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a,
                                  state)
-            state["opt_state"] = optax.lbfgs(memory_size=self.cfg.lbfgs_memory).init(state["params"])
+            state["opt_state"] = self.endgame.init(state["params"])
         else:
             state["opt_state"] = self.tx.init(params)
         return state
@@ -163,7 +167,7 @@ def run(cfg: Any, data_dir: Path, out_dir: Path, log: Callable[[str], None] = pr
         if spec["name"] == "adam":
             state, meta = _adam_phase(r, phase, state, meta, start)
         else:
-            state, meta = _lbfgs_phase(r, phase, state, meta, start)
+            state, meta = _endgame_phase(r, phase, state, meta, start)
         phase += 1
         if phase < len(r.phases):
             state = _transition(r, phase, state, meta)
@@ -171,7 +175,7 @@ def run(cfg: Any, data_dir: Path, out_dir: Path, log: Callable[[str], None] = pr
             r.checkpoint(phase, state, meta)
     net = r.net(r.phases[-1]["grid_size"])
     rel_l2, prediction = evaluate(net, state["params"], state["grid"], ref.points, ref.values)
-    if "after" not in meta["spectra"] and cfg.spectrum and r.phases[-1]["name"] == "lbfgs":
+    if "after" not in meta["spectra"] and cfg.spectrum and r.phases[-1]["name"] != "adam":
         meta["spectra"]["after"] = _spectrum(r, state)
     wall = time.perf_counter() - start
     record = {"problem": cfg.problem, "model": cfg.model, "rel_l2": rel_l2,
@@ -181,6 +185,7 @@ def run(cfg: Any, data_dir: Path, out_dir: Path, log: Callable[[str], None] = pr
               "device": jax.devices()[0].device_kind, "config": key}
     if plot is not None:
         plot(record, prediction, ref, out_dir / "pde.png")
+    save_params(out_dir / "params.msgpack", {"params": state["params"], "grid": state["grid"]})
     write_json(done_path, record)
     for old in out_dir.glob("ckpt_*.msgpack"):
         old.unlink()
@@ -267,13 +272,13 @@ def _transition(r: Run, phase: int, state: dict[str, Any], meta: dict[str, Any])
         return {**state, "params": variables["params"], "grid": variables["grid"], "opt_state": opt_state}
     cast = jax.tree.map(lambda a: a.astype(r.end_dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a,
                         {k: v for k, v in state.items() if k != "opt_state"})
-    cast["opt_state"] = optax.lbfgs(memory_size=r.cfg.lbfgs_memory).init(cast["params"])
+    cast["opt_state"] = r.endgame.init(cast["params"])
     if r.cfg.spectrum:
         meta["spectra"]["before"] = _spectrum(r, cast)
     return cast
 
 
-def _lbfgs_phase(r: Run, phase: int, state: dict[str, Any], meta: dict[str, Any], start: float):
+def _endgame_phase(r: Run, phase: int, state: dict[str, Any], meta: dict[str, Any], start: float):
     cfg, spec = r.cfg, r.phases[phase]
     loss = make_loss(r.net(spec["grid_size"]), r.problem)
     if not hasattr(r, "_objective"):
@@ -282,23 +287,25 @@ def _lbfgs_phase(r: Run, phase: int, state: dict[str, Any], meta: dict[str, Any]
     done = meta["done"]
     data = r.data(state["idx"], r.end_dtype)
     w = state["pool_w"][state["idx"]]
-    evals = meta.get("lbfgs_evals", 0)
+    evals = meta.get("endgame_evals", 0)
     while done < spec["steps"]:
-        n = min(cfg.lbfgs_chunk, spec["steps"] - done)
-        out = loops.lbfgs(r._objective, state["params"], state["grid"], data, w, state["wb"],
-                          memory_size=cfg.lbfgs_memory, num_steps=jnp.asarray(n), opt_state=state["opt_state"],
-                          history_size=cfg.lbfgs_chunk)
+        n = min(cfg.endgame_chunk, spec["steps"] - done)
+        out = loops.minimize(r._objective, state["params"], state["grid"], data, w, state["wb"], optimizer=r.endgame,
+                             num_steps=jnp.asarray(n), opt_state=state["opt_state"], history_size=cfg.endgame_chunk)
         values = np.asarray(out.history.value)[:n]
-        _finite_or_raise(np.append(values, float(out.value)), f"{phase} (lbfgs)", len(meta["history"]), r.out_dir)
+        _finite_or_raise(np.append(values, float(out.value)), f"{phase} ({spec['name']})", len(meta["history"]), r.out_dir)
         evals += int(np.asarray(out.history.num_evals)[:n].sum())
         done += n
         state = {**state, "params": out.params, "opt_state": out.opt_state}
-        meta = {**meta, "history": meta["history"] + nums(values), "lbfgs_evals": evals}
-        r.log(f"lbfgs {done}/{spec['steps']}: loss {float(out.value):.3e} ({time.perf_counter() - t0:.0f} s)")
+        err, _ = evaluate(r.net(spec["grid_size"]), out.params, state["grid"], r.ref.points, r.ref.values)
+        meta = {**meta, "history": meta["history"] + nums(values), "endgame_evals": evals,
+                "endgame_rel_l2": meta.get("endgame_rel_l2", []) + [[done, err]]}
+        r.log(f"{spec['name']} {done}/{spec['steps']}: loss {float(out.value):.3e}, relative L2 {err:.3e} "
+              f"({time.perf_counter() - t0:.0f} s)")
         if done < spec["steps"]:
             r.checkpoint(phase, state, {**meta, "done": done, "wall_s": time.perf_counter() - start,
                                         "phase_wall_s": time.perf_counter() - t0})
     meta = _record_phase(r, phase, state, meta, t0, spec["steps"],
-                         {"evaluations": evals, "loss": num(r._objective(state["params"], state["grid"], data, w,
+                         {"evaluations": evals, "rel_l2_by_iteration": meta.get("endgame_rel_l2", []), "loss": num(r._objective(state["params"], state["grid"], data, w,
                                                                          state["wb"]))})
     return state, {**meta, "phase_wall_s": 0.0}

@@ -16,6 +16,7 @@ redrawn from time to time with probability growing with the weighted residual.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -165,10 +166,15 @@ def redraw(net: Net, problem: Problem, num: int, exponent: float, offset: float)
     return jax.jit(fn)
 
 
+@functools.lru_cache(maxsize=None)
+def _jitted(net: Net) -> Callable:
+    return jax.jit(net.__call__)
+
+
 def evaluate(net: Net, params: Any, grid: Any, points: np.ndarray, values: np.ndarray) -> tuple[float, np.ndarray]:
     """(relative L2 error, prediction) on the reference points."""
     leaf = jax.tree.leaves(params)[0]
-    u = np.asarray(jax.jit(net.__call__)(params, grid, jnp.asarray(points, leaf.dtype)), np.float64)
+    u = np.asarray(_jitted(net)(params, grid, jnp.asarray(points, leaf.dtype)), np.float64)
     ref = np.asarray(values, np.float64).reshape(-1)
     return float(np.linalg.norm(u - ref) / np.linalg.norm(ref)), u
 
