@@ -13,13 +13,16 @@ attention update of both loss terms:
   ``update_rba_weights`` / ``apply_rba_weights``, ``nnx.Optimizer`` and an ``nnx.jit`` step.
 
 Both step functions are compiled ahead and run ``--repeats`` times ``--steps`` steps; the
-best time per step is reported with the first call (compilation). Needs the ``bench`` extra
+best time per step is reported with the first call (compilation). XLA:CPU's YNN fusions are off
+as in ``python -m experiments.pde`` unless ``--ynn-fusions`` keeps them (one setting per
+process: run both to compare). Needs the ``bench`` extra
 (``pip install "kan-jax[bench]"``: jaxkan==0.3.7). Prints a Markdown table for
 ``benchmarks/RESULTS.md``.
 
 Usage::
 
     python -m benchmarks.pikan_jaxkan --grid-sizes 3 14
+    python -m benchmarks.pikan_jaxkan --grid-sizes 3 14 --ynn-fusions
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import numpy as np
 import optax
 
 from benchmarks.mnist_study import machine_name
+from experiments._env import without_ynn_fusions
 from experiments.pde.cli import PRESETS
 from experiments.pde.study import Run
 from experiments.pde.training import Data, adam_chunk, make_adam_step
@@ -118,10 +122,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="steps per timed run")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=20, help="steps of the kan_jax scan")
+    parser.add_argument("--ynn-fusions", action="store_true", help="keep XLA:CPU's YNN fusions (default: off)")
     args = parser.parse_args(argv)
+    if not args.ynn_fusions:
+        without_ynn_fusions()
     run = Run(PRESETS["full"], None, None, lambda msg: None)
     data = run.data(np.arange(run.cfg.points), jnp.float32)
-    print(f"Machine: {machine_name()}. Burgers, [2, 8, 8, 1] KAN, k = 3, {run.cfg.points} + "
+    print(f"Machine: {machine_name()}, YNN fusions {'on' if args.ynn_fusions else 'off'}. Burgers, [2, 8, 8, 1] KAN, k = 3, {run.cfg.points} + "
           f"{data.boundary.shape[0] * data.boundary.shape[1]} points, float32, one Adam step with RBA updates.\n")
     print("| G | kan_jax step (ms) | kan_jax scan (ms/step) | jaxKAN step (ms) | jaxKAN / kan_jax | "
           "kan_jax first call (s) | jaxKAN first call (s) |")
