@@ -145,7 +145,7 @@ def run(cfg: Any, data_dir: Path, out_dir: Path, log: Callable[[str], None] = pr
     problem = PROBLEMS[cfg.problem]
     ref = reference_solution(problem, data_dir)
     out_dir = Path(out_dir)
-    key = dataclasses.asdict(cfg)
+    key = json.loads(json.dumps(dataclasses.asdict(cfg)))  # as stored: tuples become lists
     done_path = out_dir / RESULT
     if done_path.is_file():
         record = json.loads(done_path.read_text())
