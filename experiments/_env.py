@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["MNIST_ENV_VAR", "default_mnist_dir", "device_description"]
+__all__ = ["MNIST_ENV_VAR", "NO_YNN_FUSIONS", "default_mnist_dir", "device_description", "without_ynn_fusions"]
 
 from kan_jax.data import MNIST_ENV_VAR
 
@@ -39,3 +39,18 @@ def _cpu_model() -> Optional[str]:
     except OSError:
         pass
     return None
+
+
+#: XLA:CPU flag that turns off its YNNPACK fusions, which make the reverse pass of one-pass
+#: input derivatives several times slower (``python -m benchmarks.pikan_jaxkan`` measures both).
+NO_YNN_FUSIONS = "--xla_cpu_experimental_ynn_fusion_type="
+
+
+def without_ynn_fusions() -> None:
+    """Add :data:`NO_YNN_FUSIONS` to ``XLA_FLAGS`` unless it names the YNN fusion type already.
+
+    Takes effect only before JAX's first computation (when the CPU backend starts).
+    """
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_cpu_experimental_ynn_fusion_type" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {NO_YNN_FUSIONS}".strip()

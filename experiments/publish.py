@@ -8,7 +8,7 @@ numbers they quote are always those of the current code's last run::
     python -m experiments.publish runs/ docs/results/ --studies landscape   # one study
 
 A study's outputs are looked for in ``RUNS/<study>`` (its default ``--out-dir`` name:
-``runs/landscape``, ``runs/mnist``, ``runs/second_order``, ``runs/sfn``, ``runs/hello_kan``).
+``runs/landscape``, ``runs/mnist``, ``runs/second_order``, ``runs/sfn``, ``runs/hello_kan``, ``runs/pde``).
 Each study module renders its own tables (``published_markdown(out_dir)``).
 """
 from __future__ import annotations
@@ -30,6 +30,7 @@ STUDIES = {
     "second_order": "experiments.second_order",
     "sfn": "experiments.sfn",
     "hello_kan": "experiments.hello_kan",
+    "pde": "experiments.pde",
 }
 
 
