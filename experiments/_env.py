@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["MNIST_ENV_VAR", "NO_YNN_FUSIONS", "default_mnist_dir", "device_description", "without_ynn_fusions"]
+__all__ = ["MNIST_ENV_VAR", "NO_YNN_FUSIONS", "add_xla_flag", "default_mnist_dir", "device_description", "without_ynn_fusions"]
 
 from kan_jax.data import MNIST_ENV_VAR
 
@@ -46,11 +46,16 @@ def _cpu_model() -> Optional[str]:
 NO_YNN_FUSIONS = "--xla_cpu_experimental_ynn_fusion_type="
 
 
-def without_ynn_fusions() -> None:
-    """Add :data:`NO_YNN_FUSIONS` to ``XLA_FLAGS`` unless it names the YNN fusion type already.
+def add_xla_flag(flag: str) -> None:
+    """Append ``flag`` (``--name=value``) to ``XLA_FLAGS`` unless ``XLA_FLAGS`` sets that option already.
 
-    Takes effect only before JAX's first computation (when the CPU backend starts).
+    Takes effect only before JAX's first computation (when the backend starts).
     """
     flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_experimental_ynn_fusion_type" not in flags:
-        os.environ["XLA_FLAGS"] = f"{flags} {NO_YNN_FUSIONS}".strip()
+    if flag.split("=", 1)[0] not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {flag}".strip()
+
+
+def without_ynn_fusions() -> None:
+    """Add :data:`NO_YNN_FUSIONS` to ``XLA_FLAGS`` unless it names the YNN fusion type already."""
+    add_xla_flag(NO_YNN_FUSIONS)

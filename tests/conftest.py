@@ -12,13 +12,12 @@ JAX's persistent compilation cache in ``.pytest_cache/jax``.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import jax
 import pytest
 
-from experiments._env import default_mnist_dir
+from experiments._env import add_xla_flag, default_mnist_dir
 
 jax.config.update("jax_enable_x64", True)
 
@@ -28,8 +27,8 @@ FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
 
 def pytest_configure(config: pytest.Config) -> None:
     """The test runs' compilation settings (module docstring), before JAX starts its backend."""
-    if config.getoption("markexpr") == "not slow" and FAST_COMPILE_FLAG not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {FAST_COMPILE_FLAG}".strip()
+    if config.getoption("markexpr") == "not slow":
+        add_xla_flag(FAST_COMPILE_FLAG)
     jax.config.update("jax_compilation_cache_dir", str(Path(str(config.rootpath)) / ".pytest_cache" / "jax"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.02)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -117,11 +117,16 @@ def _gather_windows(w: jax.Array, start: jax.Array, width: int) -> jax.Array:
     )
 
 
-def _local_block(w: jax.Array, scaler: Optional[jax.Array], grid: jax.Array, x: jax.Array, k: int) -> jax.Array:
-    # y[b, o] = sum_i s_io sum_q B_{start+q}(x_bi) w[i, start+q, o] for inputs x (B, c), w (c, n, out).
+def _window_edges(w: jax.Array, scaler: Optional[jax.Array], grid: jax.Array, x: jax.Array, k: int) -> jax.Array:
+    # y[b, i, o] = s_io · sum_q B_{start+q}(x_bi) w[i, start+q, o] for inputs x (B, c), w (c, n, out).
     start, values = splines.local_bases(x, grid.astype(x.dtype), k)
     edges = jnp.einsum("biq,biqo->bio", values, _gather_windows(w, start, k + 1))
-    return jnp.sum(edges if scaler is None else edges * scaler, axis=1)
+    return edges if scaler is None else edges * scaler
+
+
+def _local_block(w: jax.Array, scaler: Optional[jax.Array], grid: jax.Array, x: jax.Array, k: int) -> jax.Array:
+    # The block's part of the branch, (B, out): its edges summed over its inputs.
+    return jnp.sum(_window_edges(w, scaler, grid, x, k), axis=1)
 
 
 def _num_blocks(in_features: int, most_per_block: int) -> int:
@@ -144,16 +149,13 @@ def _local_branch(params: Params, grid: jax.Array, x: jax.Array, k: int, block_b
     (:func:`jax.checkpoint`), so that only a few blocks are alive at once in either pass. Every
     transformation (``grad``, ``jvp``, ``vmap``, Hessian-vector products) applies.
     """
-    w = params["spline_weight"].astype(x.dtype)
-    scaler = params.get("spline_scaler")
-    scaler = None if scaler is None else scaler.astype(x.dtype)
+    w, scaler = _cast_weights(params, x.dtype)
     in_features, n, out_features = w.shape
     batch = x.shape[0]
     per_input = batch * (k + 1) * out_features * jnp.dtype(x.dtype).itemsize
-    most = max(1, int(block_bytes) // max(per_input, 1))
-    if most >= in_features or per_input * in_features <= 4 * int(block_bytes):
+    if per_input * in_features <= 4 * int(block_bytes):
         return _local_block(w, scaler, grid, x, k)
-    blocks = _num_blocks(in_features, most)
+    blocks = _num_blocks(in_features, max(1, int(block_bytes) // per_input))
     c = in_features // blocks
 
     @jax.checkpoint
@@ -171,13 +173,15 @@ def _local_branch(params: Params, grid: jax.Array, x: jax.Array, k: int, block_b
     return y
 
 
+def _cast_weights(params: Params, dtype) -> tuple[jax.Array, Optional[jax.Array]]:
+    # spline_weight and spline_scaler (or None) in the computation dtype.
+    scaler = params.get("spline_scaler")
+    return params["spline_weight"].astype(dtype), None if scaler is None else scaler.astype(dtype)
+
+
 def _local_edges(params: Params, grid: jax.Array, x: jax.Array, k: int) -> jax.Array:
     # y[b, i, o] = s_io · sum_q B_{start+q}(x_bi) W_{i,start+q,o}, all in the dtype of x.
-    start, values = splines.local_bases(x, grid.astype(x.dtype), k)
-    windows = _gather_windows(params["spline_weight"].astype(x.dtype), start, k + 1)
-    y = jnp.einsum("biq,biqo->bio", values, windows)
-    scaler = params.get("spline_scaler")
-    return y if scaler is None else y * scaler.astype(x.dtype)
+    return _window_edges(*_cast_weights(params, x.dtype), grid, x, k)
 
 
 @jax.jit
